@@ -1,0 +1,27 @@
+//! Wire types of Pulse, and nothing else: no I/O.
+//!
+//! - [`Event`]: the one envelope used on the bus, in history and to browsers,
+//!   with its [`EventType`], [`Channel`] and [`Offset`].
+//! - [`probe`]: typed payloads of the Probe domain (reports, check results,
+//!   alerts, decisions, agent status).
+//! - [`browser`]: the browser protocol, both directions, its error codes and
+//!   close codes.
+//!
+//! Every parser returns a typed error that says what is wrong with the input.
+
+pub mod browser;
+mod channel;
+mod error;
+mod event;
+mod offset;
+pub mod probe;
+pub mod timestamp;
+
+pub use browser::{ClientMessage, ControlMessage, ErrorCode, ServerFrame};
+pub use channel::{
+    AgentId, AgentIdError, Channel, ChannelError, ChannelPattern, ChannelPatternError, MAX_AGENT_ID_LEN,
+    MAX_CHANNEL_LEN,
+};
+pub use error::ProtocolError;
+pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, RESERVED_TYPES};
+pub use offset::{Offset, OffsetError};
