@@ -1,0 +1,140 @@
+//! Who a connection is, where its token comes from, and the `Origin` check.
+
+use std::time::Instant;
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use pulse_auth::{AuthError, Claims, Verifier};
+use pulse_protocol::Channel;
+
+/// A connection's identity.
+#[derive(Debug, Clone)]
+pub(crate) enum Identity {
+    /// No token yet; anonymous access is off. Only `auth` and `ping` work.
+    Unauthenticated,
+    /// Anonymous access is on: every channel may be read.
+    Anonymous,
+    /// A verified token.
+    User { claims: Box<Claims>, expires: Instant },
+}
+
+impl Identity {
+    pub(crate) fn from_claims(claims: Claims) -> Self {
+        let expires = Instant::now() + claims.time_left();
+        Self::User { claims: Box::new(claims), expires }
+    }
+
+    pub(crate) fn is_authenticated(&self) -> bool {
+        !matches!(self, Self::Unauthenticated)
+    }
+
+    pub(crate) fn may_read(&self, channel: &Channel) -> bool {
+        match self {
+            Self::Unauthenticated => false,
+            Self::Anonymous => true,
+            Self::User { claims, .. } => claims.may_read(channel),
+        }
+    }
+
+    /// The name shown in presence.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Self::User { claims, .. } => &claims.sub,
+            _ => "anonymous",
+        }
+    }
+}
+
+/// The identity a request carries: its token (header, then `token` query
+/// parameter) verified, else anonymous or unauthenticated per settings.
+pub(crate) fn identify(req: &HttpRequest, verifier: Option<&Verifier>, anonymous: bool) -> Result<Identity, AuthError> {
+    match request_token(req) {
+        Some(token) => verify(verifier, &token).map(Identity::from_claims),
+        None if anonymous => Ok(Identity::Anonymous),
+        None => Ok(Identity::Unauthenticated),
+    }
+}
+
+/// Verifies `token`; without a configured key nothing verifies.
+pub(crate) fn verify(verifier: Option<&Verifier>, token: &str) -> Result<Claims, AuthError> {
+    match verifier {
+        Some(verifier) => verifier.verify(token),
+        None => Err(AuthError::Invalid("this gateway has no key to verify tokens".into())),
+    }
+}
+
+/// `Authorization: Bearer …`, else the `token` query parameter (last resort:
+/// query strings end up in logs).
+fn request_token(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
+    {
+        return Some(token.trim().to_owned());
+    }
+    query_param(req.query_string(), "token")
+}
+
+/// A decoded query parameter.
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
+    actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
+        .ok()?
+        .0
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
+}
+
+/// Whether the request's `Origin` may connect. No `Origin` (not a browser)
+/// passes; `*` allows any; an empty list allows only the gateway's own
+/// origin (the `Host` the request was sent to).
+pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    if allowed.is_empty() {
+        let host = req.connection_info().host().to_owned();
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        return origin_host.eq_ignore_ascii_case(&host);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn origin_rules() {
+        let allowed = vec!["https://dash.example".to_owned()];
+        let req = TestRequest::default().insert_header(("Origin", "https://dash.example")).to_http_request();
+        assert!(origin_allowed(&req, &allowed));
+        let req = TestRequest::default().insert_header(("Origin", "https://evil.example")).to_http_request();
+        assert!(!origin_allowed(&req, &allowed));
+        assert!(origin_allowed(&req, &["*".to_owned()]));
+        let req = TestRequest::default().to_http_request();
+        assert!(origin_allowed(&req, &allowed));
+        let req = TestRequest::default()
+            .insert_header(("Host", "gw.example:8080"))
+            .insert_header(("Origin", "http://gw.example:8080"))
+            .to_http_request();
+        assert!(origin_allowed(&req, &[]));
+        let req = TestRequest::default()
+            .insert_header(("Host", "gw.example:8080"))
+            .insert_header(("Origin", "http://other.example"))
+            .to_http_request();
+        assert!(!origin_allowed(&req, &[]));
+    }
+
+    #[test]
+    fn token_sources() {
+        let req = TestRequest::default().insert_header(("Authorization", "Bearer abc")).to_http_request();
+        assert_eq!(request_token(&req).as_deref(), Some("abc"));
+        let req = TestRequest::with_uri("/ws?token=a%2Bb").to_http_request();
+        assert_eq!(request_token(&req).as_deref(), Some("a+b"));
+        assert_eq!(request_token(&TestRequest::default().to_http_request()), None);
+    }
+}

@@ -1,0 +1,40 @@
+//! `pulse-gateway`: the gateway as its own service, on the Redis bus.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use pulse_bus::{RedisBus, RedisBusConfig};
+use pulse_websocket_gateway::{Application, NoState, Settings};
+
+/// Pushes Pulse events to browsers over WebSocket and SSE.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Settings file (TOML); also `PULSE_CONFIG`. Environment variables
+    /// `PULSE__SECTION__KEY` override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    let _telemetry = pulse_runtime::init_telemetry("pulse-gateway", &settings.telemetry)?;
+    let metrics = pulse_runtime::install_metrics()?;
+    let redis = &settings.redis;
+    let bus = RedisBus::connect(RedisBusConfig {
+        url: redis.url.clone(),
+        prefix: redis.prefix.clone(),
+        history_len: redis.history_len,
+        pool_size: redis.pool_size,
+    })
+    .await
+    .context("connecting to Redis")?;
+    let app = Application::build(settings, Arc::new(bus), Arc::new(NoState), metrics).await?;
+    app.shutdown().trigger_on_signal();
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The gateway's shared state: a cloneable handle every route and session
+//! holds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pulse_auth::{KeyError, Verifier};
+use pulse_bus::Bus;
+use pulse_runtime::{Health, Shutdown};
+
+use crate::hub::Hub;
+use crate::limits::{ConnectionCount, ConnectionPermit, IpLimiter};
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::settings::Settings;
+use crate::snapshot::Snapshots;
+
+/// The running gateway: hub, bus bridge, limits, auth. Cheap to clone.
+///
+/// Create it with [`Gateway::start`] and mount its routes with
+/// [`configure`](crate::configure); [`Application`](crate::Application)
+/// does both for the standalone gateway binary.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) snapshots: Snapshots,
+    pub(crate) hub: Hub,
+    pub(crate) verifier: Option<Verifier>,
+    pub(crate) ip_limiter: IpLimiter,
+    pub(crate) connections: Arc<ConnectionCount>,
+    pub(crate) presence: Arc<Presence>,
+    pub(crate) metrics: Metrics,
+    pub(crate) health: Health,
+    /// Triggered to drain: clients are closed with 1012 over the window.
+    pub(crate) drain: Shutdown,
+    /// Triggered once the server has stopped: background tasks end.
+    pub(crate) halt: Shutdown,
+    pub(crate) instance: String,
+    next_connection: AtomicU64,
+    slow_closes: AtomicU64,
+}
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("auth settings: {0}")]
+    Auth(#[from] KeyError),
+    #[error("gateway.heartbeat_interval ({interval:?}) must be at most half of gateway.client_timeout ({timeout:?})")]
+    Heartbeat { interval: Duration, timeout: Duration },
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Counters for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// Open WebSocket and SSE connections.
+    pub connections: usize,
+    /// Channels with at least one local subscriber.
+    pub channels: usize,
+    /// Clients closed for falling behind since start.
+    pub slow_closes: u64,
+}
+
+impl Gateway {
+    /// Starts the hub and its bus bridge on the current Tokio runtime.
+    ///
+    /// `drain` is the shutdown token: once triggered, new connections are
+    /// refused and open ones are closed with 1012 over `gateway.drain_window`.
+    /// `health` is marked draining then.
+    pub fn start(
+        settings: Settings,
+        bus: Arc<dyn Bus>,
+        snapshots: Snapshots,
+        health: Health,
+        drain: Shutdown,
+    ) -> Result<Self, StartupError> {
+        let g = &settings.gateway;
+        if g.heartbeat_interval * 2 > g.client_timeout {
+            return Err(StartupError::Heartbeat { interval: g.heartbeat_interval, timeout: g.client_timeout });
+        }
+        let verifier = Verifier::from_settings(&settings.auth)?;
+        if verifier.is_none() && !settings.auth.anonymous {
+            tracing::warn!("no auth key configured and anonymous access is off: no browser can connect");
+        }
+        let metrics = Metrics::new();
+        let (hub, commands) = Hub::new(metrics.clone());
+        let instance = format!("gw-{:08x}", rand::random::<u32>());
+        let presence = Arc::new(Presence::new(
+            settings.presence.channels.clone(),
+            instance.clone(),
+            settings.presence.refresh_interval,
+        ));
+        let halt = Shutdown::new();
+        let inner = Arc::new(Inner {
+            ip_limiter: IpLimiter::new(settings.limits.connections_per_ip_per_sec),
+            settings,
+            bus: bus.clone(),
+            snapshots,
+            hub: hub.clone(),
+            verifier,
+            connections: Arc::default(),
+            presence: presence.clone(),
+            metrics,
+            health,
+            drain: drain.clone(),
+            halt: halt.clone(),
+            instance,
+            next_connection: AtomicU64::new(1),
+            slow_closes: AtomicU64::new(0),
+        });
+        tokio::spawn(crate::bridge::run(hub, bus.subscription(), commands, halt.clone()));
+        tokio::spawn(presence.run(bus, halt));
+        let health = inner.health.clone();
+        tokio::spawn(async move {
+            drain.cancelled().await;
+            health.set_draining();
+        });
+        Ok(Self { inner })
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Starts draining (same as triggering the shutdown token).
+    pub fn drain(&self) {
+        self.inner.drain.trigger();
+    }
+
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain.is_triggered()
+    }
+
+    /// Waits until every client is gone or `deadline` passes; returns
+    /// whether they are all gone.
+    pub async fn wait_drained(&self, deadline: Duration) -> bool {
+        let give_up = tokio::time::Instant::now() + deadline;
+        while self.inner.connections.open() > 0 {
+            if tokio::time::Instant::now() >= give_up {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops background tasks (bus bridge, presence). Call after the HTTP
+    /// server has stopped.
+    pub fn stop(&self) {
+        self.inner.halt.trigger();
+    }
+
+    /// Counters for tests and diagnostics.
+    pub fn stats(&self) -> GatewayStats {
+        GatewayStats {
+            connections: self.inner.connections.open(),
+            channels: self.inner.hub.channel_count(),
+            slow_closes: self.inner.slow_closes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn acquire_connection(&self) -> Option<ConnectionPermit> {
+        self.inner.connections.try_acquire(self.inner.settings.gateway.max_connections)
+    }
+
+    pub(crate) fn next_connection_id(&self) -> String {
+        let n = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.inner.instance)
+    }
+
+    pub(crate) fn count_slow_close(&self) {
+        self.inner.slow_closes.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.slow_closes.increment(1);
+    }
+}

@@ -1,0 +1,222 @@
+//! The hub: which local connections want which channel, and the fan-out.
+//!
+//! The instance holds one bus [`Subscription`](pulse_bus::Subscription),
+//! owned by the [bridge](crate::bridge). A channel is subscribed on the bus
+//! when its first local subscriber arrives (the subscriber waits for it) and
+//! released when the last one leaves.
+//!
+//! Fan-out serialises each event once into a shared [`ByteString`] and
+//! pushes a refcounted copy onto each subscriber's [`ClientQueue`] without
+//! waiting; a full queue marks that client slow and nothing else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use parking_lot::{Mutex, RwLock};
+use pulse_bus::BusError;
+use pulse_protocol::{Channel, ControlMessage, Event, Offset};
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::queue::{ClientQueue, Tag};
+
+/// A subscriber's place in a channel's list, to leave it.
+pub(crate) type SubKey = usize;
+
+/// One local subscription of a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) queue: Arc<ClientQueue>,
+    pub(crate) tag: Tag,
+}
+
+/// What the hub asks of the bridge.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Subscribe on the bus; answer with the channel's head.
+    Subscribe { entry: Arc<ChannelEntry>, reply: oneshot::Sender<Result<Offset, BusError>> },
+    /// The last local subscriber left.
+    Unsubscribe(Channel),
+}
+
+#[derive(Debug)]
+pub(crate) struct ChannelEntry {
+    pub(crate) channel: Channel,
+    /// Set once the bus delivers the channel.
+    bus: OnceCell<()>,
+    subs: Mutex<Subs>,
+}
+
+#[derive(Debug, Default)]
+struct Subs {
+    list: slab::Slab<Subscriber>,
+    /// Offset of the last event fanned out (or the head at bus subscribe):
+    /// a new subscriber receives everything after it.
+    last: Offset,
+    /// Taken out of the map; a subscriber that finds this retries.
+    removed: bool,
+}
+
+impl ChannelEntry {
+    /// Called by the bridge once the bus has subscribed the channel.
+    pub(crate) fn set_head(&self, head: Offset) {
+        let mut subs = self.subs.lock();
+        subs.last = subs.last.max(head);
+    }
+}
+
+/// Why a subscription could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HubError {
+    #[error("the event bus is unavailable: {0}")]
+    Bus(#[from] BusError),
+    #[error("the gateway is shutting down")]
+    Stopped,
+}
+
+/// See the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    channels: RwLock<HashMap<Channel, Arc<ChannelEntry>>>,
+    // Unbounded, yet bounded in practice: one command per channel that gains
+    // its first or loses its last local subscriber, each caused by a
+    // rate-limited client message.
+    commands: mpsc::UnboundedSender<Command>,
+    metrics: Metrics,
+}
+
+impl Hub {
+    pub(crate) fn new(metrics: Metrics) -> (Self, mpsc::UnboundedReceiver<Command>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        (Self { inner: Arc::new(HubInner { channels: RwLock::default(), commands, metrics }) }, rx)
+    }
+
+    /// Adds `subscriber` to `channel`, subscribing the bus first if it is
+    /// the first local one. Returns its key and the offset after which it
+    /// receives every event.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &Channel,
+        subscriber: Subscriber,
+    ) -> Result<(SubKey, Offset), HubError> {
+        loop {
+            let entry = self.entry(channel);
+            let ready = entry
+                .bus
+                .get_or_try_init(|| async {
+                    let (reply, answer) = oneshot::channel();
+                    self.inner
+                        .commands
+                        .send(Command::Subscribe { entry: entry.clone(), reply })
+                        .map_err(|_| HubError::Stopped)?;
+                    answer.await.map_err(|_| HubError::Stopped)?.map(|_| ()).map_err(HubError::from)
+                })
+                .await;
+            if let Err(err) = ready {
+                self.remove_if_empty(&entry);
+                return Err(err);
+            }
+            let mut subs = entry.subs.lock();
+            if subs.removed {
+                // The last subscriber left while we waited; start over.
+                continue;
+            }
+            let key = subs.list.insert(subscriber);
+            self.inner.metrics.subscriptions.increment(1.0);
+            return Ok((key, subs.last));
+        }
+    }
+
+    fn entry(&self, channel: &Channel) -> Arc<ChannelEntry> {
+        if let Some(entry) = self.inner.channels.read().get(channel) {
+            return entry.clone();
+        }
+        let mut channels = self.inner.channels.write();
+        channels
+            .entry(channel.clone())
+            .or_insert_with(|| {
+                self.inner.metrics.channels.increment(1.0);
+                Arc::new(ChannelEntry { channel: channel.clone(), bus: OnceCell::new(), subs: Mutex::default() })
+            })
+            .clone()
+    }
+
+    fn remove_if_empty(&self, entry: &Arc<ChannelEntry>) {
+        let mut channels = self.inner.channels.write();
+        let mut subs = entry.subs.lock();
+        if subs.list.is_empty() && !subs.removed {
+            subs.removed = true;
+            if channels.get(&entry.channel).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+                channels.remove(&entry.channel);
+                self.inner.metrics.channels.decrement(1.0);
+            }
+            if entry.bus.initialized() {
+                let _ = self.inner.commands.send(Command::Unsubscribe(entry.channel.clone()));
+            }
+        }
+    }
+
+    /// Removes a subscriber; releases the channel after the last one.
+    pub(crate) fn unsubscribe(&self, channel: &Channel, key: SubKey) {
+        let Some(entry) = self.inner.channels.read().get(channel).cloned() else { return };
+        let now_empty = {
+            let mut subs = entry.subs.lock();
+            if subs.list.try_remove(key).is_none() {
+                return;
+            }
+            self.inner.metrics.subscriptions.decrement(1.0);
+            subs.list.is_empty()
+        };
+        if now_empty {
+            self.remove_if_empty(&entry);
+        }
+    }
+
+    /// Hands an event to every local subscriber of its channel.
+    pub(crate) fn deliver(&self, event: &Event) {
+        self.inner.metrics.events_in.increment(1);
+        let Some(entry) = self.inner.channels.read().get(&event.channel).cloned() else { return };
+        // Serialise once; every subscriber gets the same bytes.
+        let text = ByteString::from(event.to_json());
+        let mut subs = entry.subs.lock();
+        if event.id <= subs.last {
+            return;
+        }
+        subs.last = event.id;
+        let mut delivered = 0u64;
+        for (_, subscriber) in subs.list.iter() {
+            if subscriber.queue.push_live(subscriber.tag, event.id, &text) {
+                delivered += 1;
+            }
+        }
+        drop(subs);
+        let metrics = &self.inner.metrics;
+        metrics.events_out.increment(delivered);
+        metrics.bytes_out.increment(delivered * text.len() as u64);
+        let age = pulse_protocol::timestamp::now().signed_duration_since(event.ts);
+        metrics.latency.record(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+    }
+
+    /// Events of `channel` after `after` are lost for good: tell its
+    /// subscribers to refetch state (a `subscribed` with `recovered: false`).
+    pub(crate) fn gap(&self, channel: &Channel, after: Offset) {
+        let Some(entry) = self.inner.channels.read().get(channel).cloned() else { return };
+        let text = ByteString::from(
+            ControlMessage::Subscribed { channel: channel.clone(), offset: after, recovered: false }.to_json(),
+        );
+        let subs = entry.subs.lock();
+        for (_, subscriber) in subs.list.iter() {
+            subscriber.queue.push_control(text.clone());
+        }
+    }
+
+    /// Channels with at least one local subscriber.
+    pub(crate) fn channel_count(&self) -> usize {
+        self.inner.channels.read().len()
+    }
+}

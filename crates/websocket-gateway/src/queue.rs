@@ -1,0 +1,320 @@
+//! One client's bounded outbound queue.
+//!
+//! The hub pushes with [`ClientQueue::push_live`], which never waits: a full
+//! queue marks the client slow (its frames are dropped at once, freeing the
+//! memory) and wakes its transport, which closes it with 4000. Frames are
+//! shared [`ByteString`]s, so a push is a refcount increment and a slot in a
+//! `VecDeque`, with no allocation once the deque has grown.
+//!
+//! The transport (WebSocket session or SSE stream) takes everything queued
+//! in one go ([`ClientQueue::take`]) and writes it as one batch.
+//!
+//! While a subscription is resuming, its live events are *held* aside
+//! ([`ClientQueue::hold`]) and released after the replay
+//! ([`ClientQueue::release`]), minus those the replay already sent, in the
+//! same critical section as the hub's pushes, so no event is lost or
+//! duplicated at the switch.
+
+use std::collections::VecDeque;
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use pulse_protocol::Offset;
+use tokio::sync::Notify;
+
+/// Identifies a subscription within one connection (its index in the
+/// connection's subscription table), carried with each frame so the SSE
+/// transport knows which channel an event belongs to.
+pub(crate) type Tag = u32;
+
+/// Tag of frames that belong to no subscription (control messages).
+pub(crate) const NO_TAG: Tag = Tag::MAX;
+
+/// A frame waiting to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    pub(crate) text: ByteString,
+    pub(crate) tag: Tag,
+    /// The event's offset; [`Offset::ZERO`] for control messages.
+    pub(crate) offset: Offset,
+}
+
+/// Why a queue stopped accepting frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueStatus {
+    Open,
+    /// The client fell `capacity` frames behind.
+    Overflowed,
+    /// The transport is shutting the connection.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    frames: VecDeque<Outbound>,
+    /// Subscriptions being resumed, and the live frames held for each.
+    held: Vec<(Tag, Vec<Outbound>)>,
+    status: QueueStatus,
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct ClientQueue {
+    // A parking_lot mutex, not a tokio one: it is never held across an
+    // `.await`, and the hub's fan-out takes it once per delivery.
+    state: Mutex<State>,
+    /// Wakes the transport: frames queued, or the status changed.
+    ready: Notify,
+    /// Wakes a replay waiting for room.
+    room: Notify,
+    capacity: usize,
+}
+
+impl ClientQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State { frames: VecDeque::new(), held: Vec::new(), status: QueueStatus::Open }),
+            ready: Notify::new(),
+            room: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queues a live event of subscription `tag`. Never waits. Returns
+    /// whether the client is still open.
+    pub(crate) fn push_live(&self, tag: Tag, offset: Offset, text: &ByteString) -> bool {
+        let mut state = self.state.lock();
+        if state.status != QueueStatus::Open {
+            return false;
+        }
+        let frame = Outbound { text: text.clone(), tag, offset };
+        if !state.held.is_empty()
+            && let Some((_, held)) = state.held.iter_mut().find(|(t, _)| *t == tag)
+        {
+            if held.len() >= self.capacity {
+                overflow(&mut state);
+                drop(state);
+                self.ready.notify_one();
+                return false;
+            }
+            held.push(frame);
+            return true;
+        }
+        self.push_locked(&mut state, frame)
+    }
+
+    /// Queues a control message (counts toward the capacity like events).
+    pub(crate) fn push_control(&self, text: ByteString) -> bool {
+        let mut state = self.state.lock();
+        if state.status != QueueStatus::Open {
+            return false;
+        }
+        self.push_locked(&mut state, Outbound { text, tag: NO_TAG, offset: Offset::ZERO })
+    }
+
+    fn push_locked(&self, state: &mut State, frame: Outbound) -> bool {
+        if state.frames.len() >= self.capacity {
+            overflow(state);
+            self.ready.notify_one();
+            return false;
+        }
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(frame);
+        // The transport takes everything at once: one wake-up per batch.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Queues replayed history. Replays may overshoot the capacity by one
+    /// page; they wait for room between pages ([`Self::wait_for_room`]).
+    pub(crate) fn push_replayed(&self, tag: Tag, offset: Offset, text: ByteString) -> bool {
+        let mut state = self.state.lock();
+        if state.status != QueueStatus::Open {
+            return false;
+        }
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(Outbound { text, tag, offset });
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Waits until at most half the capacity is queued (or the queue is no
+    /// longer open). Returns whether it is open.
+    pub(crate) async fn wait_for_room(&self) -> bool {
+        loop {
+            let notified = self.room.notified();
+            {
+                let state = self.state.lock();
+                if state.status != QueueStatus::Open {
+                    return false;
+                }
+                if state.frames.len() <= self.capacity / 2 {
+                    return true;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts holding live frames of `tag` aside.
+    pub(crate) fn hold(&self, tag: Tag) {
+        let mut state = self.state.lock();
+        if !state.held.iter().any(|(t, _)| *t == tag) {
+            state.held.push((tag, Vec::new()));
+        }
+    }
+
+    /// Ends holding `tag`: queues the held frames after `last` (the replay
+    /// sent those up to it), then `trailer`, and returns the offset of the
+    /// last frame of `tag` the client will have been sent.
+    pub(crate) fn release(&self, tag: Tag, last: Offset, trailer: impl FnOnce(Offset) -> ByteString) -> Option<Offset> {
+        let mut state = self.state.lock();
+        let position = state.held.iter().position(|(t, _)| *t == tag)?;
+        let (_, held) = state.held.swap_remove(position);
+        if state.status != QueueStatus::Open {
+            return None;
+        }
+        let mut sent = last;
+        for frame in held {
+            if frame.offset > sent {
+                sent = frame.offset;
+                if !self.push_locked(&mut state, frame) {
+                    return None;
+                }
+            }
+        }
+        // The trailer carries the tag and offset so that SSE can put the
+        // position in its event id even when no event was sent.
+        let text = trailer(sent);
+        self.push_locked(&mut state, Outbound { text, tag, offset: sent }).then_some(sent)
+    }
+
+    /// Stops holding `tag`, dropping what was held (unsubscribed mid-replay).
+    pub(crate) fn discard(&self, tag: Tag) {
+        self.state.lock().held.retain(|(t, _)| *t != tag);
+    }
+
+    /// Moves every queued frame into `out` (which must be empty) and returns
+    /// the status. Swapping keeps both buffers' capacity, so a steady stream
+    /// allocates nothing.
+    pub(crate) fn take(&self, out: &mut VecDeque<Outbound>) -> QueueStatus {
+        let status = {
+            let mut state = self.state.lock();
+            std::mem::swap(&mut state.frames, out);
+            state.status
+        };
+        self.room.notify_waiters();
+        status
+    }
+
+    pub(crate) fn status(&self) -> QueueStatus {
+        self.state.lock().status
+    }
+
+    /// Stops accepting frames and drops those queued.
+    pub(crate) fn close(&self) {
+        {
+            let mut state = self.state.lock();
+            if state.status == QueueStatus::Open {
+                state.status = QueueStatus::Closed;
+            }
+            state.frames = VecDeque::new();
+            state.held = Vec::new();
+        }
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Makes the next [`Self::ready`] complete (the transport left frames
+    /// for later).
+    pub(crate) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Completes when frames were queued or the status changed since the
+    /// last call. Cancel-safe (a `Notify` permit is kept).
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+}
+
+fn overflow(state: &mut State) {
+    state.status = QueueStatus::Overflowed;
+    // Free the backlog now: a slow client must not hold memory while it is
+    // being closed.
+    state.frames = VecDeque::new();
+    state.held = Vec::new();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> ByteString {
+        ByteString::from(s.to_owned())
+    }
+
+    fn drain(queue: &ClientQueue) -> (Vec<String>, QueueStatus) {
+        let mut out = VecDeque::new();
+        let status = queue.take(&mut out);
+        (out.into_iter().map(|f| f.text.to_string()).collect(), status)
+    }
+
+    #[test]
+    fn overflow_marks_slow_and_frees_the_backlog() {
+        let queue = ClientQueue::new(2);
+        assert!(queue.push_live(0, Offset::new(1, 0), &text("a")));
+        assert!(queue.push_live(0, Offset::new(2, 0), &text("b")));
+        assert!(!queue.push_live(0, Offset::new(3, 0), &text("c")));
+        let (frames, status) = drain(&queue);
+        assert!(frames.is_empty());
+        assert_eq!(status, QueueStatus::Overflowed);
+        assert!(!queue.push_control(text("x")));
+    }
+
+    #[test]
+    fn held_frames_are_released_after_the_replay_without_duplicates() {
+        let queue = ClientQueue::new(10);
+        queue.hold(1);
+        assert!(queue.push_live(1, Offset::new(5, 0), &text("e5")));
+        assert!(queue.push_live(1, Offset::new(6, 0), &text("e6")));
+        assert!(queue.push_live(2, Offset::new(1, 0), &text("other")));
+        assert!(queue.push_replayed(1, Offset::new(4, 0), text("e4")));
+        assert!(queue.push_replayed(1, Offset::new(5, 0), text("e5")));
+        let sent = queue.release(1, Offset::new(5, 0), |last| text(&format!("subscribed {last}")));
+        assert_eq!(sent, Some(Offset::new(6, 0)));
+        assert!(queue.push_live(1, Offset::new(7, 0), &text("e7")));
+        let (frames, status) = drain(&queue);
+        assert_eq!(frames, ["other", "e4", "e5", "e6", "subscribed 6-0", "e7"]);
+        assert_eq!(status, QueueStatus::Open);
+    }
+
+    #[test]
+    fn held_frames_are_bounded_too() {
+        let queue = ClientQueue::new(1);
+        queue.hold(0);
+        assert!(queue.push_live(0, Offset::new(1, 0), &text("a")));
+        assert!(!queue.push_live(0, Offset::new(2, 0), &text("b")));
+        assert_eq!(queue.status(), QueueStatus::Overflowed);
+    }
+
+    #[tokio::test]
+    async fn replay_waits_for_room() {
+        let queue = std::sync::Arc::new(ClientQueue::new(4));
+        for i in 0..4 {
+            queue.push_replayed(0, Offset::new(i, 0), text("r"));
+        }
+        let waiter = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.wait_for_room().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drain(&queue);
+        assert!(waiter.await.unwrap());
+    }
+}

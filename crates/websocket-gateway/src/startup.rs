@@ -1,0 +1,112 @@
+//! [`Application`]: the gateway as a server of its own (`pulse-gateway`).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use pulse_bus::Bus;
+use pulse_runtime::{Health, Shutdown};
+
+use crate::gateway::{Gateway, StartupError};
+use crate::routes::{configure, configure_static};
+use crate::settings::Settings;
+use crate::snapshot::Snapshots;
+
+/// Extra time after the drain window for the last closes to reach clients.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// A bound, not yet running gateway server: `/ws`, `/sse`, `/healthz`,
+/// `/readyz`, `/metrics` and the dashboard's static files.
+pub struct Application {
+    port: u16,
+    server: Server,
+    gateway: Gateway,
+    shutdown: Shutdown,
+}
+
+impl Application {
+    /// Starts the gateway on `bus` and binds `http.host:http.port` (port 0
+    /// picks a free one; see [`port`](Self::port)). `snapshots` answers
+    /// `refresh` for state channels; `metrics` is the process's Prometheus
+    /// handle for `/metrics` (install it once with
+    /// `pulse_runtime::install_metrics`).
+    ///
+    /// Triggering [`shutdown`](Self::shutdown) (the binary does it on SIGTERM)
+    /// drains: `/readyz` turns 503, new connections are refused, clients are
+    /// closed with 1012 over `gateway.drain_window`, then the server stops.
+    pub async fn build(
+        settings: Settings,
+        bus: Arc<dyn Bus>,
+        snapshots: Snapshots,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, StartupError> {
+        let health = Health::new();
+        {
+            let bus = bus.clone();
+            health.register("bus", move || {
+                let bus = bus.clone();
+                async move { bus.check().await.map_err(|e| e.to_string()) }
+            });
+        }
+        let shutdown = Shutdown::new();
+        let static_dir = settings.gateway.static_dir.clone();
+        let max_connections = settings.gateway.max_connections;
+        let addr = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let port = listener.local_addr()?.port();
+        let gateway = Gateway::start(settings, bus, snapshots, health.clone(), shutdown.clone())?;
+        let app_gateway = gateway.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .configure(pulse_runtime::configure_ops(health.clone(), metrics.clone()))
+                .configure(configure(app_gateway.clone()))
+                .configure(configure_static(static_dir.as_deref()))
+        })
+        // Without this actix keeps a closed WebSocket's socket open for a
+        // second (FINDINGS.md).
+        .client_disconnect_timeout(Duration::ZERO)
+        // Shutdown is ours (drain first), not actix's.
+        .disable_signals()
+        .max_connections(max_connections.saturating_add(1024))
+        .backlog(4096)
+        .listen(listener)?
+        .run();
+        tracing::info!(port, "gateway listening");
+        Ok(Self { port, server, gateway, shutdown })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The running gateway (stats, drain).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// The token that drains and stops it.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shutdown is triggered and the drain is over.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let gateway = self.gateway.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            let window = gateway.settings().gateway.drain_window;
+            tracing::info!(?window, "draining");
+            gateway.wait_drained(window + DRAIN_GRACE).await;
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        self.gateway.stop();
+        result
+    }
+}
