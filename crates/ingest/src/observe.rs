@@ -1,0 +1,129 @@
+//! Tracing, metrics and `Retry-After` for every API request.
+//!
+//! Each request runs in an `http_request` span that continues the caller's
+//! trace when it sends a `traceparent` header. Handlers take a
+//! [`TraceParent`] to stamp on the events they cause, so one trace runs from
+//! the probe's POST to the gateway's send.
+//!
+//! Metrics (Prometheus names):
+//!
+//! - `pulse_ingest_http_requests_total{route, method, status}`
+//! - `pulse_ingest_http_request_duration_seconds{route}`
+//! - `pulse_ingest_reports_total{outcome="accepted"|"duplicate"}`
+//! - `pulse_ingest_alerts_raised_total`
+//! - `pulse_ingest_events_published_total{source}`: events published because
+//!   of a `report`, `heartbeat`, `decision` or `publish` request
+//! - `pulse_ingest_publish_duration_seconds{source}`: how long the store or
+//!   bus took to apply and publish
+
+use std::future::{Ready, ready};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderName;
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use tracing::Instrument;
+
+use crate::state::IngestState;
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The W3C `traceparent` to stamp on the events a request causes: the
+/// request span's own context when OpenTelemetry is on, else the caller's
+/// header as received (when well-formed), else none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceParent(pub Option<String>);
+
+/// The caller's well-formed `traceparent`, stored by [`observe`].
+#[derive(Debug, Clone)]
+struct Incoming(String);
+
+impl FromRequest for TraceParent {
+    type Error = std::convert::Infallible;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Extractors run inside the request span, so this is its context.
+        let trace = pulse_runtime::current_traceparent()
+            .or_else(|| req.extensions().get::<Incoming>().map(|incoming| incoming.0.clone()));
+        ready(Ok(Self(trace)))
+    }
+}
+
+/// Whether `value` has the shape of a W3C traceparent
+/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero).
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, span, flags]
+        if hex(version, 2) && *version != "ff" && hex(trace, 32) && nonzero(trace) && hex(span, 16) && nonzero(span) && hex(flags, 2))
+}
+
+/// The API scope's middleware: request span, metrics, and `Retry-After` on
+/// every 503.
+pub(crate) async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let span = tracing::info_span!(
+        "http_request",
+        http.method = %method,
+        http.target = %req.path(),
+        http.route = tracing::field::Empty,
+        http.status_code = tracing::field::Empty,
+    );
+    let incoming = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(incoming) = incoming.filter(|v| is_traceparent(v)) {
+        pulse_runtime::set_parent_from_traceparent(&span, incoming);
+        req.extensions_mut().insert(Incoming(incoming.to_owned()));
+    }
+    let retry_after = req.app_data::<web::Data<IngestState>>().map(|s| s.settings().retry_after_secs);
+
+    let mut res = next.call(req).instrument(span.clone()).await?;
+
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status();
+    span.record("http.route", route.as_str());
+    span.record("http.status_code", status.as_u16());
+    if let Some(seconds) = retry_after {
+        crate::error::add_retry_after(res.response_mut(), seconds);
+    }
+    metrics::counter!("pulse_ingest_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.as_str().to_owned())
+        .increment(1);
+    metrics::histogram!("pulse_ingest_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+/// Counts the events one request published and how long publishing took.
+pub(crate) fn record_published(source: &'static str, events: usize, took: Duration) {
+    metrics::counter!("pulse_ingest_events_published_total", "source" => source).increment(events as u64);
+    metrics::histogram!("pulse_ingest_publish_duration_seconds", "source" => source).record(took.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_traceparents() {
+        assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
+        }
+    }
+}

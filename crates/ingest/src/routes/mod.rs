@@ -1,0 +1,71 @@
+//! The `/api/v1` routes, one file per resource.
+
+mod decisions;
+mod heartbeats;
+mod history;
+mod publish;
+mod read;
+mod reports;
+
+use actix_web::middleware::from_fn;
+use actix_web::{Resource, Route, web};
+
+use crate::error::{json_config, method_not_allowed, not_found};
+use crate::observe::observe;
+use crate::state::IngestState;
+
+pub use decisions::DecisionAccepted;
+pub use heartbeats::{HeartbeatAccepted, HeartbeatRequest};
+pub use history::HistoryPage;
+pub use publish::{PublishRequest, Published};
+pub use read::{AgentsList, AlertsList};
+pub use reports::ReportAccepted;
+
+/// The prefix of every API route.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Every route the API serves, as `(method, path)` with OpenAPI-style path
+/// parameters. The OpenAPI document must list exactly these (a test checks).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/reports"),
+    ("POST", "/api/v1/heartbeats"),
+    ("POST", "/api/v1/decisions"),
+    ("POST", "/api/v1/publish"),
+    ("GET", "/api/v1/agents"),
+    ("GET", "/api/v1/agents/{agent_id}"),
+    ("GET", "/api/v1/alerts"),
+    ("GET", "/api/v1/channels/{channel}/history"),
+];
+
+/// Mounts the API (`/api/v1/…`) on an app, writing to the bus and store of
+/// `state`. The ops endpoints (`/healthz`, `/readyz`, `/metrics`) are not
+/// included: a process that mounts several services mounts those once.
+///
+/// ```no_run
+/// # fn demo(state: pulse_ingest::IngestState) {
+/// let app = actix_web::App::new().configure(|cfg| pulse_ingest::configure(cfg, state.clone()));
+/// # }
+/// ```
+pub fn configure(cfg: &mut web::ServiceConfig, state: IngestState) {
+    let json = json_config(state.settings().max_body_bytes);
+    cfg.service(
+        web::scope(API_PREFIX)
+            .app_data(web::Data::new(state))
+            .app_data(json)
+            .wrap(from_fn(observe))
+            .service(resource("/reports", web::post().to(reports::post_report)))
+            .service(resource("/heartbeats", web::post().to(heartbeats::post_heartbeat)))
+            .service(resource("/decisions", web::post().to(decisions::post_decision)))
+            .service(resource("/publish", web::post().to(publish::post_publish)))
+            .service(resource("/agents", web::get().to(read::get_agents)))
+            .service(resource("/agents/{agent_id}", web::get().to(read::get_agent)))
+            .service(resource("/alerts", web::get().to(read::get_alerts)))
+            .service(resource("/channels/{channel}/history", web::get().to(history::get_history)))
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// A resource with one route, answering other methods with a JSON 405.
+fn resource(path: &str, route: Route) -> Resource {
+    web::resource(path).route(route).default_service(web::to(method_not_allowed))
+}

@@ -1,0 +1,119 @@
+//! `POST /api/v1/reports`: a Probe agent's check results.
+
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use pulse_protocol::Channel;
+use pulse_protocol::EventType;
+use pulse_protocol::probe::Report;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AgentKey, AuthError};
+use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
+use crate::observe::{TraceParent, record_published};
+use crate::state::IngestState;
+
+/// The longest `report_id` accepted: it becomes part of a Redis key.
+pub const MAX_REPORT_ID_LEN: usize = 128;
+/// The longest check name accepted.
+pub const MAX_CHECK_NAME_LEN: usize = 256;
+
+/// The answer to an accepted report (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAccepted {
+    pub report_id: String,
+    /// The same `report_id` was accepted before: nothing changed this time.
+    pub duplicate: bool,
+}
+
+/// Why a report was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+delegate_response_error!(ReportError { Auth, Input, Backend });
+
+/// Checks what the types alone do not: sizes, and names that must not be
+/// empty. Runs before anything is written.
+pub(crate) fn validate(report: &Report, max_checks: usize) -> Result<(), InputError> {
+    validate_id("report_id", &report.report_id, MAX_REPORT_ID_LEN)?;
+    if report.checks.len() > max_checks {
+        return Err(InputError::unprocessable(
+            "too_many_checks",
+            "checks",
+            format!("the report has {} checks; at most {max_checks} are allowed", report.checks.len()),
+        ));
+    }
+    for (i, check) in report.checks.iter().enumerate() {
+        let field = format!("checks[{i}].name");
+        if check.name.trim().is_empty() {
+            return Err(InputError::invalid(&field, format!("{field} is empty")));
+        }
+        if check.name.chars().count() > MAX_CHECK_NAME_LEN {
+            return Err(InputError::invalid(&field, format!("{field} is longer than {MAX_CHECK_NAME_LEN} characters")));
+        }
+    }
+    Ok(())
+}
+
+/// An id that ends up in a Redis key or an idempotency key: 1 to `max`
+/// printable characters, no spaces.
+pub(crate) fn validate_id(field: &str, id: &str, max: usize) -> Result<(), InputError> {
+    if id.is_empty() {
+        return Err(InputError::invalid(field, format!("{field} is empty")));
+    }
+    if id.chars().count() > max {
+        return Err(InputError::invalid(field, format!("{field} is longer than {max} characters")));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InputError::invalid(
+            field,
+            format!("{field} contains {c:?}; spaces and control characters are not allowed"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn post_report(
+    AgentKey(caller): AgentKey,
+    state: web::Data<IngestState>,
+    trace: TraceParent,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ReportError> {
+    let report: Report = parse_body(body.into_inner())?;
+    validate(&report, state.settings().max_checks)?;
+    caller.check_write(&Channel::for_agent(&report.agent_id), Some("agent_id"))?;
+
+    let started = Instant::now();
+    let outcome = with_deadline(
+        state.settings().backend_timeout,
+        "applying a report",
+        state.store().apply_report(&report, trace.0),
+    )
+    .await?;
+    record_published("report", outcome.events.len(), started.elapsed());
+    let outcome_label = if outcome.duplicate { "duplicate" } else { "accepted" };
+    metrics::counter!("pulse_ingest_reports_total", "outcome" => outcome_label).increment(1);
+    // Each alert is published on `alerts` and on `agent:{id}`: count it once.
+    let alerts = outcome
+        .events
+        .iter()
+        .filter(|e| e.event_type.as_str() == EventType::ALERT_TRIGGERED && e.channel.as_str() == Channel::ALERTS)
+        .count();
+    metrics::counter!("pulse_ingest_alerts_raised_total").increment(alerts as u64);
+    tracing::info!(
+        report_id = %report.report_id,
+        agent_id = %report.agent_id,
+        key = %caller.name,
+        duplicate = outcome.duplicate,
+        events = outcome.events.len(),
+        "report accepted"
+    );
+    Ok(HttpResponse::Accepted().json(ReportAccepted { report_id: report.report_id, duplicate: outcome.duplicate }))
+}

@@ -1,0 +1,160 @@
+//! The read API: agents, alerts, channel history.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{disk_failing, error_of, json_of, report, spawn_app, spawn_app_with};
+use pulse_ingest::settings::BusKind;
+
+#[tokio::test]
+async fn agents_and_alerts_are_filtered_by_the_tokens_channels() {
+    let app = spawn_app().await;
+    for (agent, id) in [("web-1", "r-1"), ("db-1", "r-2")] {
+        json_of(app.post_report(&report(agent, id, disk_failing())).await, StatusCode::ACCEPTED).await;
+    }
+
+    let all = json_of(app.get("/api/v1/agents", Some(&app.token(&["agents"]))).await, StatusCode::OK).await;
+    let ids: Vec<&str> = all["agents"].as_array().unwrap().iter().map(|a| a["agent_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["db-1", "web-1"]);
+    assert_eq!(all["agents"][1]["health"], "critical");
+    assert_eq!(all["agents"][1]["checks"][0]["name"], "disk:/");
+
+    let web_only = app.token(&["agent:web-*"]);
+    let some = json_of(app.get("/api/v1/agents", Some(&web_only)).await, StatusCode::OK).await;
+    assert_eq!(some["agents"].as_array().unwrap().len(), 1);
+    assert_eq!(some["agents"][0]["agent_id"], "web-1");
+
+    json_of(app.get("/api/v1/agents/web-1", Some(&web_only)).await, StatusCode::OK).await;
+    let (status, error) = error_of(app.get("/api/v1/agents/db-1", Some(&web_only)).await).await;
+    assert_eq!((status, error.code.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+
+    let alerts = json_of(app.get("/api/v1/alerts", Some(&app.token(&["alerts"]))).await, StatusCode::OK).await;
+    assert_eq!(alerts["open"].as_array().unwrap().len(), 2);
+    let alerts = json_of(app.get("/api/v1/alerts", Some(&web_only)).await, StatusCode::OK).await;
+    assert_eq!(alerts["open"].as_array().unwrap().len(), 1);
+    assert_eq!(alerts["open"][0]["agent_id"], "web-1");
+    assert_eq!(alerts["open"][0]["level"], "L3");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_agent_ids() {
+    let app = spawn_app().await;
+    let (status, error) = error_of(app.get("/api/v1/agents/nobody", Some(&app.admin_token())).await).await;
+    assert_eq!(
+        (status, error.code.as_str(), error.field.as_deref()),
+        (StatusCode::NOT_FOUND, "not_found", Some("agent_id"))
+    );
+    let (status, error) = error_of(app.get("/api/v1/agents/bad%20id", Some(&app.admin_token())).await).await;
+    assert_eq!(
+        (status, error.code.as_str(), error.field.as_deref()),
+        (StatusCode::BAD_REQUEST, "invalid_field", Some("agent_id"))
+    );
+}
+
+#[tokio::test]
+async fn history_pages_forward_from_an_offset() {
+    let app = spawn_app().await;
+    for n in 0..5 {
+        json_of(
+            app.publish(&json!({"channel": "deploys", "type": "deploy.step", "data": n})).await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    }
+    let token = app.token(&["deploys"]);
+    let latest = json_of(app.get("/api/v1/channels/deploys/history?limit=2", Some(&token)).await, StatusCode::OK).await;
+    assert_eq!(
+        latest["events"].as_array().unwrap().iter().map(|e| e["data"].clone()).collect::<Vec<_>>(),
+        [json!(3), json!(4)]
+    );
+    assert_eq!(latest["truncated"], false);
+    assert_eq!(latest["next"], latest["events"][1]["id"]);
+
+    let everything =
+        json_of(app.get("/api/v1/channels/deploys/history?after=0-0", Some(&token)).await, StatusCode::OK).await;
+    let events = everything["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[0]["type"], "deploy.step");
+    assert_eq!(events[0]["channel"], "deploys");
+
+    let after = events[1]["id"].as_str().unwrap();
+    let page = json_of(
+        app.get(&format!("/api/v1/channels/deploys/history?after={after}&limit=2"), Some(&token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        page["events"].as_array().unwrap().iter().map(|e| e["data"].clone()).collect::<Vec<_>>(),
+        [json!(2), json!(3)]
+    );
+    let next = page["next"].as_str().unwrap();
+    let rest =
+        json_of(app.get(&format!("/api/v1/channels/deploys/history?after={next}"), Some(&token)).await, StatusCode::OK)
+            .await;
+    assert_eq!(rest["events"].as_array().unwrap().len(), 1);
+    let head = rest["next"].as_str().unwrap();
+    let empty =
+        json_of(app.get(&format!("/api/v1/channels/deploys/history?after={head}"), Some(&token)).await, StatusCode::OK)
+            .await;
+    assert_eq!((empty["events"].clone(), empty["next"].as_str()), (json!([]), Some(head)));
+}
+
+#[tokio::test]
+async fn history_says_when_it_no_longer_reaches_back() {
+    let app = spawn_app_with(BusKind::Redis, |s| s.redis.history_len = 3).await;
+    let first =
+        json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": 0})).await, StatusCode::ACCEPTED).await;
+    for n in 1..10 {
+        json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": n})).await, StatusCode::ACCEPTED).await;
+    }
+    let first_id = first["id"].as_str().unwrap();
+    let page = json_of(
+        app.get(&format!("/api/v1/channels/deploys/history?after={first_id}"), Some(&app.admin_token())).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["truncated"], true);
+    assert_eq!(page["events"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn history_refuses_bad_parameters_and_foreign_channels() {
+    let app = spawn_app().await;
+    let token = app.admin_token();
+    for (query, field) in
+        [("after=yesterday", "after"), ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=ten", "limit")]
+    {
+        let (status, error) =
+            error_of(app.get(&format!("/api/v1/channels/deploys/history?{query}"), Some(&token)).await).await;
+        assert_eq!(
+            (status, error.code.as_str(), error.field.as_deref()),
+            (StatusCode::BAD_REQUEST, "invalid_field", Some(field)),
+            "{query}"
+        );
+    }
+    let (status, error) = error_of(app.get("/api/v1/channels/bad%20name/history", Some(&token)).await).await;
+    assert_eq!((status, error.field.as_deref()), (StatusCode::BAD_REQUEST, Some("channel")));
+    let (status, error) =
+        error_of(app.get("/api/v1/channels/alerts/history", Some(&app.token(&["agent:*"]))).await).await;
+    assert_eq!(
+        (status, error.code.as_str(), error.field.as_deref()),
+        (StatusCode::FORBIDDEN, "forbidden", Some("channel"))
+    );
+}
+
+#[tokio::test]
+async fn reads_are_open_without_a_token_only_when_anonymous_access_is_on() {
+    let closed = spawn_app().await;
+    let (status, error) = error_of(closed.get("/api/v1/agents", None).await).await;
+    assert_eq!((status, error.code.as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+
+    let open = spawn_app_with(BusKind::Memory, |s| s.auth.anonymous = true).await;
+    json_of(open.get("/api/v1/agents", None).await, StatusCode::OK).await;
+    json_of(open.get("/api/v1/alerts", None).await, StatusCode::OK).await;
+    json_of(open.get("/api/v1/channels/alerts/history", None).await, StatusCode::OK).await;
+    // A token, when sent, still has to be valid and still limits.
+    let (status, _) = error_of(open.get("/api/v1/agents", Some("not-a-jwt")).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = error_of(open.get("/api/v1/channels/alerts/history", Some(&open.token(&["agents"]))).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
