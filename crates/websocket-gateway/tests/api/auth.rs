@@ -1,0 +1,115 @@
+use std::time::Duration;
+
+use pulse_protocol::{ClientMessage, ControlMessage, ErrorCode};
+use pulse_testkit::WsClient;
+
+use crate::helpers::*;
+
+fn authenticated_only() -> pulse_websocket_gateway::Settings {
+    let mut s = settings();
+    s.auth.anonymous = false;
+    s
+}
+
+#[tokio::test]
+async fn without_a_token_only_auth_works_and_silence_closes_4403() -> anyhow::Result<()> {
+    let mut s = authenticated_only();
+    s.limits.auth_timeout = Duration::from_millis(500);
+    let gw = spawn(s, memory_bus()).await?;
+    let mut client = WsClient::connect(&gw.ws_url("")).await?;
+    match client.recv_control(DEADLINE).await? {
+        ControlMessage::Welcome { authenticated, .. } => assert!(!authenticated),
+        other => anyhow::bail!("expected welcome, got {other:?}"),
+    }
+    client.send(&ClientMessage::Subscribe { channel: channel("alerts"), since: None }).await?;
+    let (code, message) = recv_error(&mut client).await?;
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(message.contains("auth"), "{message}");
+    let (_, closed) = client.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4403), "{closed:?}");
+    assert!(closed.reason.contains("authentication required"), "{closed:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_by_message_header_or_query_grants_its_channels_only() -> anyhow::Result<()> {
+    let gw = spawn(authenticated_only(), memory_bus()).await?;
+    let token = token("alice", &["alerts", "agent:*"], Duration::from_secs(300));
+
+    // First message.
+    let mut client = gw.connect().await?;
+    client.send(&ClientMessage::Auth { token: token.clone() }).await?;
+    subscribe(&mut client, &channel("agent:web-1"), None).await?;
+    client.send(&ClientMessage::Subscribe { channel: channel("decisions"), since: None }).await?;
+    match client.recv_control(DEADLINE).await? {
+        ControlMessage::Error { code, message, channel: Some(c) } => {
+            assert_eq!(code, ErrorCode::Forbidden);
+            assert_eq!(c.as_str(), "decisions");
+            assert!(message.contains("does not grant"), "{message}");
+        }
+        other => anyhow::bail!("expected forbidden, got {other:?}"),
+    }
+    // The connection stays up.
+    ping_barrier(&mut client, 1).await?;
+
+    // Header.
+    let bearer = format!("Bearer {token}");
+    let mut client = gw.connect_with("", &[("Authorization", &bearer)]).await?;
+    subscribe(&mut client, &channel("alerts"), None).await?;
+
+    // Query parameter.
+    let mut client = gw.connect_with(&format!("?token={token}"), &[]).await?;
+    subscribe(&mut client, &channel("alerts"), None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_tokens_at_the_upgrade_close_with_4403_or_4401() -> anyhow::Result<()> {
+    let gw = spawn(authenticated_only(), memory_bus()).await?;
+    let mut client = WsClient::connect(&gw.ws_url("?token=garbage")).await?;
+    let (_, closed) = client.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4403), "{closed:?}");
+    assert!(closed.reason.contains("invalid token"), "{closed:?}");
+
+    let mut claims = pulse_auth::Claims::new("bob", vec![], Duration::ZERO);
+    claims.exp -= 3600;
+    let expired = claims.sign_hs256(SECRET.as_bytes())?;
+    let mut client = WsClient::connect(&gw.ws_url(&format!("?token={expired}"))).await?;
+    let (_, closed) = client.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4401), "{closed:?}");
+
+    // An invalid token as the first message closes too.
+    let mut client = gw.connect().await?;
+    client.send(&ClientMessage::Auth { token: "nope".into() }).await?;
+    let (_, closed) = client.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4403), "{closed:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_4401_unless_a_fresh_one_arrives() -> anyhow::Result<()> {
+    let mut s = authenticated_only();
+    s.auth.leeway_secs = 0;
+    let gw = spawn(s, memory_bus()).await?;
+    let short = token("carol", &["*"], Duration::from_secs(2));
+
+    let mut refreshed = gw.connect_with(&format!("?token={short}"), &[]).await?;
+    let mut lapsed = gw.connect_with(&format!("?token={short}"), &[]).await?;
+    refreshed.send(&ClientMessage::Auth { token: token("carol", &["*"], Duration::from_secs(300)) }).await?;
+    let (_, closed) = lapsed.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4401), "{closed:?}");
+    // The refreshed one outlives the first token.
+    ping_barrier(&mut refreshed, 1).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_get_403() -> anyhow::Result<()> {
+    let mut s = settings();
+    s.gateway.allowed_origins = vec!["https://dash.example".into()];
+    let gw = spawn(s, memory_bus()).await?;
+    let refused = WsClient::connect_status(&gw.ws_url(""), &[("Origin", "https://evil.example")]).await?;
+    assert_eq!(refused.err(), Some(403));
+    gw.connect_with("", &[("Origin", "https://dash.example")]).await?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Integration tests: real redis-server, gateways on port 0, real clients.
+//! All in one binary (one link, shared helpers).
+
+mod auth;
+mod delivery;
+mod drain;
+mod helpers;
+mod limits;
+mod resume;
+mod slow;
+mod sse;
