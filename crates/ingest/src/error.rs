@@ -51,7 +51,7 @@ pub struct ErrorDetail {
     /// Stable, machine-readable: `malformed_json`, `missing_field`,
     /// `unknown_field`, `invalid_field`, `payload_too_large`,
     /// `unsupported_media_type`, `too_many_checks`, `too_many_events`,
-    /// `too_many_agents`, `unauthorized`, `forbidden`, `not_found`,
+    /// `too_many_agents`, `empty_batch`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `unavailable`, `internal`.
     pub code: String,
     /// For people: what is wrong and, where it helps, what is expected.

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{AuthError, PublisherKey};
 use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
-use crate::routes::publish::{PublishedRef, publish_all};
-use crate::routes::reports::validate_id;
+use crate::routes::publish::PublishedRef;
+use crate::routes::shared::{publish_all, release, validate_id};
 use crate::state::IngestState;
 
 /// The longest `decision_id` accepted.
@@ -119,19 +119,4 @@ pub(crate) async fn post_decision(
         duplicate: false,
         events: published.into_iter().map(|e| PublishedRef { channel: e.channel, id: e.id }).collect(),
     }))
-}
-
-/// Releases an idempotency key after the work it guarded failed. Best
-/// effort: if the store is away too, the key expires with its TTL.
-pub(crate) async fn release(state: &IngestState, key: &str) {
-    let store = state.store();
-    if let Err(err) = with_deadline(
-        state.settings().backend_timeout,
-        "releasing an idempotency key",
-        store.release_idempotency_key(key),
-    )
-    .await
-    {
-        tracing::warn!(%key, error = %err, "could not release an idempotency key; it expires with its TTL");
-    }
 }

@@ -6,6 +6,7 @@ mod history;
 mod publish;
 mod read;
 mod reports;
+mod shared;
 
 use actix_web::middleware::from_fn;
 use actix_web::{Resource, Route, web};

@@ -11,14 +11,13 @@
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
-use pulse_protocol::{Channel, Event, EventDraft, EventType, Offset};
+use pulse_protocol::{Channel, EventDraft, EventType, Offset};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthError, Caller, PublisherKey};
 use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
-use crate::routes::decisions::release;
-use crate::routes::reports::validate_id;
+use crate::routes::shared::{release, validate_id};
 use crate::state::IngestState;
 
 /// The longest idempotency key accepted.
@@ -176,23 +175,4 @@ async fn publish_one(
             Err(err)
         }
     }
-}
-
-/// Publishes each draft to its channel, in order, stopping at the first
-/// failure.
-pub(crate) async fn publish_all(
-    state: &IngestState,
-    drafts: Vec<(Channel, EventDraft)>,
-) -> Result<Vec<Event>, BackendError> {
-    let mut events = Vec::with_capacity(drafts.len());
-    for (channel, draft) in drafts {
-        let event = with_deadline(
-            state.settings().backend_timeout,
-            "publishing an event",
-            state.bus().publish(&channel, draft),
-        )
-        .await?;
-        events.push(event);
-    }
-    Ok(events)
 }

@@ -3,14 +3,14 @@
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
-use pulse_protocol::Channel;
-use pulse_protocol::EventType;
 use pulse_protocol::probe::Report;
+use pulse_protocol::{Channel, EventType};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AgentKey, AuthError};
 use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
+use crate::routes::shared::validate_id;
 use crate::state::IngestState;
 
 /// The longest `report_id` accepted: it becomes part of a Redis key.
@@ -58,24 +58,6 @@ pub(crate) fn validate(report: &Report, max_checks: usize) -> Result<(), InputEr
         if check.name.chars().count() > MAX_CHECK_NAME_LEN {
             return Err(InputError::invalid(&field, format!("{field} is longer than {MAX_CHECK_NAME_LEN} characters")));
         }
-    }
-    Ok(())
-}
-
-/// An id that ends up in a Redis key or an idempotency key: 1 to `max`
-/// printable characters, no spaces.
-pub(crate) fn validate_id(field: &str, id: &str, max: usize) -> Result<(), InputError> {
-    if id.is_empty() {
-        return Err(InputError::invalid(field, format!("{field} is empty")));
-    }
-    if id.chars().count() > max {
-        return Err(InputError::invalid(field, format!("{field} is longer than {max} characters")));
-    }
-    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(InputError::invalid(
-            field,
-            format!("{field} contains {c:?}; spaces and control characters are not allowed"),
-        ));
     }
     Ok(())
 }

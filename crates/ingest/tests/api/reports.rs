@@ -138,3 +138,24 @@ async fn reports_work_in_memory_mode() {
     assert_eq!(agents["agents"][0]["health"], "healthy");
     assert_eq!(app.readyz().await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn reports_and_requests_are_counted_in_metrics() {
+    let app = spawn_memory_app().await;
+    let body = report("web-1", "r-metrics", disk_failing());
+    json_of(app.post_report(&body).await, StatusCode::ACCEPTED).await;
+    json_of(app.post_report(&body).await, StatusCode::ACCEPTED).await;
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    // The recorder is shared by every test in this binary: look for the
+    // series, not for exact counts.
+    for series in [
+        r#"pulse_ingest_reports_total{outcome="accepted"}"#,
+        r#"pulse_ingest_reports_total{outcome="duplicate"}"#,
+        "pulse_ingest_alerts_raised_total",
+        r#"pulse_ingest_events_published_total{source="report"}"#,
+        r#"route="/api/v1/reports""#,
+        "pulse_ingest_http_request_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+}
