@@ -43,5 +43,5 @@ pub use gateway::{Gateway, GatewayStats, StartupError};
 pub use presence::MAX_LISTED as PRESENCE_MAX_LISTED;
 pub use routes::{Rejected, configure, configure_static};
 pub use settings::Settings;
-pub use snapshot::{NoState, SnapshotError, SnapshotSource, Snapshots};
+pub use snapshot::{NoState, SnapshotError, SnapshotSource, Snapshots, StoreSnapshots};
 pub use startup::Application;

@@ -60,3 +60,36 @@ pub(crate) async fn take(gw: &crate::Gateway, channel: &Channel) -> pulse_protoc
     };
     ControlMessage::Snapshot { channel: channel.clone(), offset, data }
 }
+
+/// Snapshots from the [`pulse_store::Store`]: `agents` (every agent's
+/// state), `alerts` (`{"open": [...], "recent": [...]}`) and `agent:{id}`
+/// (that agent's state, or `null`).
+#[derive(Clone)]
+pub struct StoreSnapshots(pub Arc<dyn pulse_store::Store>);
+
+#[async_trait]
+impl SnapshotSource for StoreSnapshots {
+    async fn snapshot(&self, channel: &Channel) -> Result<Option<serde_json::Value>, SnapshotError> {
+        let fail = |e: &dyn std::fmt::Display| SnapshotError(e.to_string());
+        let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| fail(&e));
+        match channel.as_str() {
+            Channel::AGENTS => {
+                let agents = self.0.agents().await.map_err(|e| fail(&e))?;
+                json(serde_json::to_value(agents)).map(Some)
+            }
+            Channel::ALERTS => {
+                let view = self.0.alerts().await.map_err(|e| fail(&e))?;
+                let open = json(serde_json::to_value(view.open))?;
+                let recent = json(serde_json::to_value(view.recent))?;
+                Ok(Some(serde_json::json!({"open": open, "recent": recent})))
+            }
+            name => match name.strip_prefix("agent:").map(pulse_protocol::AgentId::parse) {
+                Some(Ok(id)) => {
+                    let agent = self.0.agent(&id).await.map_err(|e| fail(&e))?;
+                    json(serde_json::to_value(agent)).map(Some)
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+}

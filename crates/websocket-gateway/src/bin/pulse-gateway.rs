@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use pulse_bus::{RedisBus, RedisBusConfig};
-use pulse_websocket_gateway::{Application, NoState, Settings};
+use pulse_store::{RedisStore, StoreSettings};
+use pulse_websocket_gateway::{Application, Settings, StoreSnapshots};
 
 /// Pushes Pulse events to browsers over WebSocket and SSE.
 #[derive(Parser)]
@@ -33,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("connecting to Redis")?;
-    let app = Application::build(settings, Arc::new(bus), Arc::new(NoState), metrics).await?;
+    // Only reads from the store (`refresh` of agents and alerts).
+    let store = RedisStore::new(bus.clone(), StoreSettings::default());
+    let snapshots = Arc::new(StoreSnapshots(Arc::new(store)));
+    let app = Application::build(settings, Arc::new(bus), snapshots, metrics).await?;
     app.shutdown().trigger_on_signal();
     app.run_until_stopped().await?;
     Ok(())
