@@ -1,0 +1,269 @@
+//! The checker over real stores: Redis (each test with its own
+//! `redis-server`) and memory. Outcomes are counted on the bus, never timed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use chrono::TimeDelta;
+use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
+use pulse_heartbeat_checker::{Checker, CheckerSettings, CheckerStatus};
+use pulse_protocol::probe::{AgentStatus, AgentStatusChange};
+use pulse_protocol::{AgentId, Channel, Offset, timestamp};
+use pulse_runtime::Shutdown;
+use pulse_store::{MemoryStore, RedisStore, Store, StoreSettings};
+use pulse_testkit::{DEADLINE, RedisServer, wait_until};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const HISTORY: usize = 100_000;
+
+/// Short settings: agents silent for 1 s go offline, scans every 100 ms.
+fn quick() -> CheckerSettings {
+    CheckerSettings {
+        timeout: Duration::from_secs(1),
+        scan_interval: Duration::from_millis(100),
+        batch: 20,
+        max_backoff: Duration::from_millis(400),
+    }
+}
+
+/// A store and bus on `server`, as one replica of a service would have.
+async fn redis_replica(server: &RedisServer) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    let bus = RedisBus::connect(RedisBusConfig {
+        url: server.url(),
+        prefix: "pulse:".into(),
+        history_len: HISTORY,
+        pool_size: 4,
+    })
+    .await?;
+    Ok((Arc::new(RedisStore::new(bus.clone(), StoreSettings::default())), Arc::new(bus)))
+}
+
+/// A checker running in the background until `shutdown`.
+fn spawn_checker(
+    store: Arc<dyn Store>,
+    settings: CheckerSettings,
+    shutdown: &Shutdown,
+) -> (watch::Receiver<CheckerStatus>, JoinHandle<()>) {
+    let checker = Checker::new(store, settings);
+    let status = checker.status();
+    (status, tokio::spawn(checker.run(shutdown.clone())))
+}
+
+fn id(name: &str) -> AgentId {
+    AgentId::parse(name).expect("test agent ids are valid")
+}
+
+/// Offline announcements on `agents`, by agent.
+async fn offline_announcements(bus: &dyn Bus) -> anyhow::Result<HashMap<AgentId, Vec<AgentStatusChange>>> {
+    let history = bus.history(&Channel::well_known(Channel::AGENTS), Offset::ZERO, HISTORY).await?;
+    ensure!(!history.truncated, "history was truncated");
+    let mut by_agent: HashMap<AgentId, Vec<AgentStatusChange>> = HashMap::new();
+    for event in history.events {
+        let change: AgentStatusChange = event.payload()?;
+        if change.new_status == AgentStatus::Offline {
+            by_agent.entry(change.agent_id.clone()).or_default().push(change);
+        }
+    }
+    Ok(by_agent)
+}
+
+/// Waits until the store counts `offline` offline agents and none online.
+async fn wait_all_offline(store: &Arc<dyn Store>, offline: u64) -> anyhow::Result<()> {
+    wait_until(&format!("{offline} agents are offline"), DEADLINE, || {
+        let store = store.clone();
+        async move { store.counts().await.is_ok_and(|c| c.online == 0 && c.offline == offline) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_announced_once_and_not_early() -> anyhow::Result<()> {
+    let server = RedisServer::start().await?;
+    let (store, bus) = redis_replica(&server).await?;
+    let shutdown = Shutdown::new();
+    let (_, checker) = spawn_checker(store.clone(), quick(), &shutdown);
+
+    let heard = store.apply_heartbeat(&id("web-1"), timestamp::now(), None).await?.state.last_seen;
+    wait_all_offline(&store, 1).await?;
+
+    let announced = offline_announcements(bus.as_ref()).await?;
+    let changes = announced.get(&id("web-1")).context("web-1 was announced")?;
+    assert_eq!(changes.len(), 1, "announced once: {changes:?}");
+    let silent_for = changes[0].ts - heard;
+    ensure!(silent_for >= TimeDelta::seconds(1), "announced after {silent_for}, before the 1 s timeout");
+    let state = store.agent(&id("web-1")).await?.context("web-1 is known")?;
+    assert_eq!(state.status, AgentStatus::Offline);
+    let on_agent_channel = bus.history(&Channel::for_agent(&id("web-1")), Offset::ZERO, 100).await?.events;
+    assert_eq!(on_agent_channel.len(), 2, "online, then offline, on agent:web-1");
+
+    shutdown.trigger();
+    checker.await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkers_announce_each_transition_exactly_once() -> anyhow::Result<()> {
+    const AGENTS: usize = 300;
+    let server = RedisServer::start().await?;
+    let shutdown = Shutdown::new();
+    let mut statuses = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (store, _) = redis_replica(&server).await?;
+        let (status, task) = spawn_checker(store, quick(), &shutdown);
+        statuses.push(status);
+        tasks.push(task);
+    }
+    let (store, bus) = redis_replica(&server).await?;
+    for n in 0..AGENTS {
+        store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
+    }
+    wait_all_offline(&store, AGENTS as u64).await?;
+    shutdown.trigger();
+    for task in tasks {
+        task.await?;
+    }
+
+    let announced = offline_announcements(bus.as_ref()).await?;
+    assert_eq!(announced.len(), AGENTS, "every agent was announced");
+    let repeated: Vec<_> = announced.iter().filter(|(_, changes)| changes.len() != 1).collect();
+    ensure!(repeated.is_empty(), "announced more than once: {repeated:?}");
+    let by_checkers: u64 = statuses.iter().map(|s| s.borrow().transitions).sum();
+    assert_eq!(by_checkers, AGENTS as u64, "the checkers' own counts add up to one transition per agent");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_heard_from_just_before_the_deadline_is_not_flipped() -> anyhow::Result<()> {
+    let server = RedisServer::start().await?;
+    let (store, bus) = redis_replica(&server).await?;
+    let timeout = Duration::from_secs(3600);
+    let checker = Checker::new(store.clone(), CheckerSettings { timeout, ..quick() });
+    let hour = TimeDelta::hours(1);
+    // The checker's deadline is its own now minus an hour: one agent was
+    // last heard a minute inside it, the other a minute past it.
+    store.apply_heartbeat(&id("in-time"), timestamp::now() - hour + TimeDelta::minutes(1), None).await?;
+    store.apply_heartbeat(&id("too-late"), timestamp::now() - hour - TimeDelta::minutes(1), None).await?;
+
+    let changes = checker.scan().await?;
+    assert_eq!(changes.iter().map(|c| c.agent_id.as_str()).collect::<Vec<_>>(), vec!["too-late"]);
+    let state = store.agent(&id("in-time")).await?.context("known")?;
+    assert_eq!(state.status, AgentStatus::Online);
+    ensure!(checker.scan().await?.is_empty(), "nothing left to do");
+    assert_eq!(offline_announcements(bus.as_ref()).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_work_through_many_batches() -> anyhow::Result<()> {
+    let server = RedisServer::start().await?;
+    let (store, bus) = redis_replica(&server).await?;
+    let checker = Checker::new(store.clone(), CheckerSettings { batch: 7, ..quick() });
+    let long_ago = timestamp::now() - TimeDelta::minutes(10);
+    for n in 0..50 {
+        store.apply_heartbeat(&id(&format!("agent-{n}")), long_ago, None).await?;
+    }
+    assert_eq!(checker.scan().await?.len(), 50, "one scan takes batch after batch until none is full");
+    assert_eq!(offline_announcements(bus.as_ref()).await?.len(), 50);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_run_announces_nothing_twice_and_loses_nothing() -> anyhow::Result<()> {
+    const AGENTS: usize = 60;
+    let mut server = RedisServer::start().await?;
+    let shutdown = Shutdown::new();
+    let mut statuses = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (store, _) = redis_replica(&server).await?;
+        let (status, task) = spawn_checker(store, quick(), &shutdown);
+        statuses.push(status);
+        tasks.push(task);
+    }
+    let (store, bus) = redis_replica(&server).await?;
+    let seed = |first: usize, count: usize, ts| {
+        let store = store.clone();
+        async move {
+            for n in first..first + count {
+                store.apply_heartbeat(&id(&format!("agent-{n}")), ts, None).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+
+    // Before: agents go silent and are announced.
+    seed(0, AGENTS, timestamp::now()).await?;
+    wait_all_offline(&store, AGENTS as u64).await?;
+    let before = offline_announcements(bus.as_ref()).await?;
+    assert_eq!(before.len(), AGENTS);
+    ensure!(before.values().all(|changes| changes.len() == 1), "announced once before the restart");
+
+    // Redis goes away: every checker notices, none gives up.
+    server.stop()?;
+    for status in &mut statuses {
+        let failing = |s: &CheckerStatus| s.last_error.is_some();
+        pulse_testkit::within("a checker sees the outage", DEADLINE, status.wait_for(failing)).await??;
+    }
+
+    // Redis is back, empty (nothing is saved). Agents report again, half of
+    // them already silent for longer than the timeout: the checkers catch
+    // up with those as soon as they reconnect.
+    server.restart().await?;
+    wait_until("the store answers again", DEADLINE, || {
+        let store = store.clone();
+        async move { store.check().await.is_ok() }
+    })
+    .await?;
+    seed(0, AGENTS / 2, timestamp::now() - TimeDelta::minutes(10)).await?;
+    seed(AGENTS / 2, AGENTS / 2, timestamp::now()).await?;
+    wait_all_offline(&store, AGENTS as u64).await?;
+    for status in &mut statuses {
+        let healthy = |s: &CheckerStatus| s.last_error.is_none();
+        pulse_testkit::within("a checker scans again", DEADLINE, status.wait_for(healthy)).await??;
+    }
+    shutdown.trigger();
+    for task in tasks {
+        task.await?;
+    }
+
+    let after = offline_announcements(bus.as_ref()).await?;
+    assert_eq!(after.len(), AGENTS, "every agent was announced after the restart");
+    let repeated: Vec<_> = after.iter().filter(|(_, changes)| changes.len() != 1).collect();
+    ensure!(repeated.is_empty(), "announced more than once: {repeated:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_runs_the_same_checker_over_memory() -> anyhow::Result<()> {
+    let bus = MemoryBus::new(MemoryBusConfig { history_len: HISTORY });
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(bus.clone(), StoreSettings::default()));
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(pulse_heartbeat_checker::run(store.clone(), quick(), shutdown.clone()));
+    for n in 0..30 {
+        store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
+    }
+    wait_all_offline(&store, 30).await?;
+    shutdown.trigger();
+    task.await?;
+    let announced = offline_announcements(&bus).await?;
+    assert_eq!(announced.len(), 30);
+    ensure!(announced.values().all(|changes| changes.len() == 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn stops_promptly_on_shutdown() -> anyhow::Result<()> {
+    let bus = MemoryBus::new(MemoryBusConfig { history_len: 10 });
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(bus, StoreSettings::default()));
+    let shutdown = Shutdown::new();
+    let slow = CheckerSettings { scan_interval: Duration::from_secs(3600), ..quick() };
+    let (mut status, task) = spawn_checker(store, slow, &shutdown);
+    pulse_testkit::within("the first scan", DEADLINE, status.wait_for(|s| s.scans == 1)).await??;
+    shutdown.trigger();
+    pulse_testkit::within("the checker stops between scans", DEADLINE, task).await??;
+    Ok(())
+}
