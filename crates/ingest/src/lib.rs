@@ -24,5 +24,5 @@ pub mod state;
 
 pub use routes::{API_PREFIX, ROUTES, configure};
 pub use settings::Settings;
-pub use startup::{Application, connect};
+pub use startup::{Application, OPS_ROUTES, connect};
 pub use state::IngestState;

@@ -14,6 +14,10 @@ use crate::routes::configure;
 use crate::settings::{BusKind, Settings};
 use crate::state::IngestState;
 
+/// The ops routes [`Application`] serves besides the API
+/// ([`ROUTES`](crate::ROUTES)), from `pulse-runtime`.
+pub const OPS_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")];
+
 /// The ingest server, bound and ready to run.
 pub struct Application {
     port: u16,
