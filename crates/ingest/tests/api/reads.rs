@@ -28,6 +28,11 @@ async fn agents_and_alerts_are_filtered_by_the_tokens_channels() {
     let (status, error) = error_of(app.get("/api/v1/agents/db-1", Some(&web_only)).await).await;
     assert_eq!((status, error.code.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
 
+    let history = json_of(app.get("/api/v1/channels/agent:web-1/history", Some(&web_only)).await, StatusCode::OK).await;
+    assert_eq!(history["channel"], "agent:web-1");
+    let types: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["agent_status_changed", "report_received", "alert_triggered"]);
+
     let alerts = json_of(app.get("/api/v1/alerts", Some(&app.token(&["alerts"]))).await, StatusCode::OK).await;
     assert_eq!(alerts["open"].as_array().unwrap().len(), 2);
     let alerts = json_of(app.get("/api/v1/alerts", Some(&web_only)).await, StatusCode::OK).await;
