@@ -38,7 +38,18 @@ pub(crate) async fn run(
                 None => break,
             },
             message = subscription.next() => match message {
-                Some(BusMessage::Event(event)) => hub.deliver(&event),
+                Some(BusMessage::Event(event)) => {
+                    // Continue the publisher's trace, paying for it only
+                    // when the span is recorded.
+                    let span = tracing::debug_span!("fan_out", channel = %event.channel, id = %event.id);
+                    if !span.is_disabled()
+                        && let Some(trace) = &event.trace
+                    {
+                        pulse_runtime::set_parent_from_traceparent(&span, trace);
+                    }
+                    let _entered = span.enter();
+                    hub.deliver(&event);
+                }
                 Some(BusMessage::Gap { channel, after }) => {
                     tracing::warn!(%channel, %after, "events lost on the bus; clients told to refetch");
                     hub.gap(&channel, after);

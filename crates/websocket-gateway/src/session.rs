@@ -36,8 +36,9 @@ fn reason(code: u16, description: impl Into<String>) -> CloseReason {
 
 /// Runs the session until it ends, then closes it.
 pub(crate) async fn run(mut conn: Connection, mut session: Session, mut stream: AggregatedMessageStream) {
-    let settings = conn.gw.inner.settings.clone();
-    let (gateway, limits) = (&settings.gateway, &settings.limits);
+    // An Arc, not a copy of the settings: this lives as long as the connection.
+    let gw = conn.gw.clone();
+    let (gateway, limits) = (&gw.inner.settings.gateway, &gw.inner.settings.limits);
     conn.send(&ControlMessage::Welcome {
         connection_id: conn.id.clone(),
         heartbeat_interval_ms: gateway.heartbeat_interval.as_millis() as u64,

@@ -24,7 +24,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use pulse_protocol::{Channel, ControlMessage, Offset};
 
-use crate::auth;
+use crate::auth::{self, Identity};
 use crate::connection::Connection;
 use crate::gateway::Gateway;
 use crate::queue::{NO_TAG, Outbound, QueueStatus, Tag};
@@ -116,13 +116,18 @@ pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
         settings.heartbeat_interval,
     );
     let drain = gw.inner.drain.clone();
+    let expiry = match &conn.identity {
+        Identity::User { expires, .. } => tokio::time::Instant::from_std(*expires),
+        _ => tokio::time::Instant::now() + NEVER,
+    };
     let stream = Stream {
+        expiry: Box::pin(tokio::time::sleep_until(expiry)),
         conn,
         batch: VecDeque::new(),
         positions,
         heartbeat,
         drain: Box::pin(async move { drain.cancelled().await }),
-        drain_close: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(86_400))),
+        drain_close: Box::pin(tokio::time::sleep(NEVER)),
         draining: false,
         started: false,
         done: false,
@@ -142,8 +147,13 @@ fn positions_by_tag(conn: &Connection, known: &HashMap<Channel, Offset>) -> Vec<
     conn.subscriptions().map(|(tag, c)| (tag, c.clone(), known.get(c).copied())).collect()
 }
 
+/// Far enough to mean "never" for a timer.
+const NEVER: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
+
 struct Stream {
     conn: Connection,
+    /// The token's expiry: the stream ends with an error frame then.
+    expiry: Pin<Box<tokio::time::Sleep>>,
     batch: VecDeque<Outbound>,
     /// Per subscription: its channel and the last position sent.
     positions: Vec<(Tag, Channel, Option<Offset>)>,
@@ -188,6 +198,14 @@ impl Stream {
                     let window = self.conn.gw.inner.settings.gateway.drain_window;
                     let at = tokio::time::Instant::now() + window.mul_f64(rand::random::<f64>());
                     self.drain_close.as_mut().reset(at);
+                }
+                () = &mut self.expiry => {
+                    self.done = true;
+                    let error = ControlMessage::error(
+                        pulse_protocol::ErrorCode::Unauthorized,
+                        "token expired: reconnect with a fresh token",
+                    );
+                    return Some(Bytes::from(format!("data: {}\n\n", error.to_json())));
                 }
                 () = &mut self.drain_close, if self.draining => {
                     self.done = true;

@@ -70,6 +70,8 @@ impl Application {
         .client_disconnect_timeout(Duration::ZERO)
         // Shutdown is ours (drain first), not actix's.
         .disable_signals()
+        // After the drain window, connections still open are cut quickly.
+        .shutdown_timeout(2)
         .max_connections(max_connections.saturating_add(1024))
         .backlog(4096)
         .listen(listener)?

@@ -61,11 +61,19 @@ impl TestGateway {
 }
 
 pub async fn spawn(settings: Settings, bus: Arc<dyn Bus>) -> anyhow::Result<TestGateway> {
+    spawn_with(settings, bus, Arc::new(NoState)).await
+}
+
+pub async fn spawn_with(
+    settings: Settings,
+    bus: Arc<dyn Bus>,
+    snapshots: pulse_websocket_gateway::Snapshots,
+) -> anyhow::Result<TestGateway> {
     if std::env::var_os("TEST_LOG").is_some() {
         pulse_runtime::init_test_logging();
     }
     let metrics = pulse_runtime::install_metrics()?;
-    let app = Application::build(settings, bus.clone(), Arc::new(NoState), metrics).await?;
+    let app = Application::build(settings, bus.clone(), snapshots, metrics).await?;
     let port = app.port();
     let gateway = app.gateway().clone();
     let shutdown = app.shutdown();

@@ -6,6 +6,8 @@ mod delivery;
 mod drain;
 mod helpers;
 mod limits;
+mod presence;
 mod resume;
 mod slow;
 mod sse;
+mod state;

@@ -1,0 +1,43 @@
+use std::time::Duration;
+
+use pulse_protocol::{ClientMessage, Event};
+use pulse_testkit::{RedisServer, WsClient};
+
+use crate::helpers::*;
+
+/// Reads events until one from another instance matches `done`.
+async fn until_presence(client: &mut WsClient, done: impl Fn(&Event) -> bool) -> anyhow::Result<Event> {
+    loop {
+        let event = client.recv_event(DEADLINE).await?;
+        if event.event_type.as_str() == "presence_update" && done(&event) {
+            return Ok(event);
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_is_announced_across_instances() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut s = settings();
+    s.auth.anonymous = false;
+    s.presence.channels = vec![pulse_protocol::ChannelPattern::parse("room:*")?];
+    let one = spawn(s.clone(), redis_bus(&redis).await?).await?;
+    let two = spawn(s, redis_bus(&redis).await?).await?;
+    let room = channel("room:1");
+    let alice = token("alice", &["room:*"], Duration::from_secs(300));
+    let bob = token("bob", &["room:*"], Duration::from_secs(300));
+
+    let mut a = one.connect_with(&format!("?token={alice}"), &[]).await?;
+    subscribe(&mut a, &room, None).await?;
+    let mut b = two.connect_with(&format!("?token={bob}"), &[]).await?;
+    subscribe(&mut b, &room, None).await?;
+
+    // Alice, on instance one, hears of Bob on instance two.
+    let joined = until_presence(&mut a, |e| e.data["members"] == serde_json::json!(["bob"])).await?;
+    let instance = joined.data["instance"].clone();
+    assert_eq!(joined.data["count"], 1);
+    // Bob leaves: instance two announces an empty list.
+    b.send(&ClientMessage::Unsubscribe { channel: room.clone() }).await?;
+    until_presence(&mut a, |e| e.data["instance"] == instance && e.data["count"] == 0).await?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+use std::sync::Arc;
+
+use pulse_bus::{Bus, MemoryBus, MemoryBusConfig};
+use pulse_protocol::{AgentId, ClientMessage, ControlMessage};
+use pulse_store::{MemoryStore, Store, StoreSettings};
+use pulse_websocket_gateway::StoreSnapshots;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn refresh_of_agents_is_answered_from_the_store() -> anyhow::Result<()> {
+    let memory = MemoryBus::new(MemoryBusConfig { history_len: 1000 });
+    let store = Arc::new(MemoryStore::new(memory.clone(), StoreSettings::default()));
+    let bus: Arc<dyn Bus> = Arc::new(memory);
+    let gw = spawn_with(settings(), bus, Arc::new(StoreSnapshots(store.clone()))).await?;
+    let agents = channel("agents");
+    let mut client = gw.connect().await?;
+    subscribe(&mut client, &agents, None).await?;
+
+    store.apply_heartbeat(&AgentId::parse("web-1")?, pulse_protocol::timestamp::now(), None).await?;
+    let event = client.recv_event(DEADLINE).await?;
+    assert_eq!(event.event_type.as_str(), "agent_status_changed");
+
+    client.send(&ClientMessage::Refresh { channel: agents.clone() }).await?;
+    match client.recv_control(DEADLINE).await? {
+        ControlMessage::Snapshot { channel, offset, data } => {
+            assert_eq!(channel, agents);
+            assert_eq!(offset, event.id);
+            assert_eq!(data[0]["agent_id"], "web-1", "{data}");
+        }
+        other => anyhow::bail!("expected a snapshot, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries() -> anyhow::Result<()> {
+    let gw = spawn(settings(), memory_bus()).await?;
+    let ch = channel("metered");
+    let mut client = gw.connect().await?;
+    subscribe(&mut client, &ch, None).await?;
+    publish(&gw.bus, &ch, 3).await?;
+    recv_events(&mut client, 3).await?;
+    let text = reqwest::get(gw.http_url("/metrics")).await?.text().await?;
+    for name in ["pulse_gateway_events_out_total", "pulse_gateway_connections", "pulse_gateway_publish_to_send_seconds"]
+    {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    Ok(())
+}
