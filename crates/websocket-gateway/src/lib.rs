@@ -4,20 +4,20 @@
 //!
 //! The parts, one file each:
 //!
-//! - [`hub`]: local subscribers per channel, the fan-out (each event
+//! - `hub`: local subscribers per channel, the fan-out (each event
 //!   serialised once, pushed without waiting to every subscriber's queue);
-//! - [`bridge`]: owns the instance's one bus subscription, follows the hub's
+//! - `bridge`: owns the instance's one bus subscription, follows the hub's
 //!   demand, feeds the hub;
-//! - [`queue`]: one client's bounded outbound queue (slow → closed with 4000);
-//! - [`connection`]: a client's identity and subscriptions, and resume
+//! - `queue`: one client's bounded outbound queue (slow → closed with 4000);
+//! - `connection`: a client's identity and subscriptions, and resume
 //!   (replay history, then live, no gap, no duplicate);
-//! - [`session`]: the WebSocket session loop (protocol, heartbeat, limits,
+//! - `session`: the WebSocket session loop (protocol, heartbeat, limits,
 //!   token expiry, drain);
 //! - [`sse`]: the SSE transport and its `Last-Event-ID` format;
-//! - [`auth`], [`limits`], [`presence`], [`snapshot`] (`refresh`),
+//! - `auth`, `limits`, `presence`, [`snapshot`] (`refresh`),
 //!   [`metrics`];
-//! - [`routes`]: the HTTP side ([`configure`] mounts it in any actix app);
-//!   [`startup`]: [`Application`], the gateway as its own server;
+//! - `routes`: the HTTP side ([`configure`] mounts it in any actix app);
+//!   `startup`: [`Application`], the gateway as its own server;
 //!   [`settings`]: [`Settings`] and their defaults.
 //!
 //! `proto-docs/asyncapi.yaml` and `proto-docs/close-codes.md` describe the
