@@ -48,3 +48,23 @@ async fn metrics_count_deliveries() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_static_dir_when_it_exists() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("index.html"), "<h1>Pulse</h1>")?;
+    let mut s = settings();
+    s.gateway.static_dir = Some(dir.path().to_path_buf());
+    let gw = spawn(s, memory_bus()).await?;
+    let page = reqwest::get(gw.http_url("/")).await?;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().await?, "<h1>Pulse</h1>");
+    // The gateway's own routes still answer.
+    assert_eq!(reqwest::get(gw.http_url("/healthz")).await?.status(), 200);
+
+    let mut s = settings();
+    s.gateway.static_dir = Some(dir.path().join("missing"));
+    let gw = spawn(s, memory_bus()).await?;
+    assert_eq!(reqwest::get(gw.http_url("/")).await?.status(), 404);
+    Ok(())
+}
