@@ -98,6 +98,8 @@ impl Checker {
             for change in &made {
                 tracing::info!(agent_id = %change.agent_id, message = %change.message, "agent offline");
             }
+            // Counted per batch: a scan cut short still made these.
+            self.status.send_modify(|s| s.transitions += made.len() as u64);
             let full = made.len() >= batch;
             changes.extend(made);
             if !full {
@@ -146,7 +148,6 @@ impl Checker {
                     }
                     self.status.send_modify(|s| {
                         s.scans += 1;
-                        s.transitions += changes.len() as u64;
                         s.last_error = None;
                     });
                 }

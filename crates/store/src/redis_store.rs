@@ -382,14 +382,16 @@ impl RedisStore {
         let mut changes = Vec::with_capacity(silent.len() / 2);
         for pair in silent.chunks_exact(2) {
             let (id, json) = (&pair[0], &pair[1]);
-            let plan = AgentId::parse(id)
+            let agent_id = AgentId::parse(id);
+            let plan = agent_id
+                .as_ref()
                 .map_err(|e| StoreError::corrupt("agent id in the online index", e))
                 .and_then(|_| from_json::<AgentState>("agent state", json))
                 .and_then(|state| plan::plan_offline(&state, now));
             let (offline_json, draft_json, change) = match plan {
                 Ok(Some(plan)) => (to_json(&plan.state)?, redis_lua::encode_draft(&plan.draft), Some(plan.change)),
-                // In the index but not online: repaired below by dropping it
-                // from the index.
+                // In the index but not online: repaired by dropping it from
+                // the index.
                 Ok(None) => (String::new(), String::new(), None),
                 Err(err) => {
                     // One bad entry must not block the scan for every agent
@@ -398,9 +400,9 @@ impl RedisStore {
                     (String::new(), String::new(), None)
                 }
             };
-            let channel = AgentId::parse(id)
-                .map(|agent_id| Channel::for_agent(&agent_id))
-                .unwrap_or_else(|_| agents_channel.clone());
+            // An entry that is not announced publishes nothing; its keys
+            // only keep the script's key pairs aligned.
+            let channel = agent_id.map_or_else(|_| agents_channel.clone(), |agent_id| Channel::for_agent(&agent_id));
             invocation.key(self.bus_keys().hist(&channel)).key(self.bus_keys().live(&channel));
             invocation.arg(id).arg(json).arg(offline_json).arg(draft_json);
             changes.push(change);

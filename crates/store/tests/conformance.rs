@@ -71,6 +71,7 @@ conformance!(
     heartbeat_registers_unknown_agents,
     idempotency_keys_are_claimed_once,
     open_alerts_are_listed_newest_first,
+    agents_heard_from_during_a_scan_are_never_left_offline,
 );
 
 fn id(name: &str) -> AgentId {
@@ -345,6 +346,58 @@ async fn only_agents_seen_before_the_deadline_are_flipped(f: Fixture) -> anyhow:
         assert_eq!(f.state(agent).await?.status, AgentStatus::Online, "{agent} was seen in time");
     }
     assert_eq!(f.offline_events("agents").await?.len(), 1);
+    Ok(())
+}
+
+async fn agents_heard_from_during_a_scan_are_never_left_offline(f: Fixture) -> anyhow::Result<()> {
+    const AGENTS: usize = 100;
+    let long_ago = timestamp::now() - TimeDelta::minutes(10);
+    for n in 0..AGENTS {
+        f.seen_at(&format!("agent-{n}"), long_ago).await?;
+    }
+    let deadline = timestamp::now() - TimeDelta::minutes(1);
+    // Half the fleet is heard from while two scanners run: large batches and
+    // concurrent heartbeats make a heartbeat between a scanner's read and its
+    // compare-and-set likely.
+    let scanners: Vec<_> = (0..2)
+        .map(|_| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                while !store.mark_silent_offline(deadline, 25).await?.is_empty() {}
+                Ok::<_, pulse_store::StoreError>(())
+            })
+        })
+        .collect();
+    let heartbeats: Vec<_> = (0..4)
+        .map(|part| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                for n in (part..AGENTS / 2).step_by(4) {
+                    store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
+                }
+                Ok::<_, pulse_store::StoreError>(())
+            })
+        })
+        .collect();
+    for task in scanners.into_iter().chain(heartbeats) {
+        task.await??;
+    }
+
+    for n in 0..AGENTS {
+        let agent = format!("agent-{n}");
+        let state = f.state(&agent).await?;
+        let last: AgentStatusChange =
+            f.history(&format!("agent:{agent}")).await?.last().context("events")?.payload()?;
+        assert_eq!(last.new_status, state.status, "{agent}: the latest announcement matches the state");
+        if n < AGENTS / 2 {
+            assert_eq!(state.status, AgentStatus::Online, "{agent} was heard from");
+        } else {
+            assert_eq!(state.status, AgentStatus::Offline, "{agent} stayed silent");
+            ensure!(state.last_seen < deadline);
+        }
+    }
+    let counts = f.store.counts().await?;
+    assert_eq!((counts.online, counts.offline), ((AGENTS / 2) as u64, (AGENTS / 2) as u64));
     Ok(())
 }
 
