@@ -29,6 +29,15 @@
 //!
 //! Scripts do every check before their first write, so a refused or failed
 //! check never leaves half a change behind.
+//!
+//! # Unreadable data
+//!
+//! A value that does not parse (edited by hand, written by an incompatible
+//! version) is logged and never blocks the rest: lists ([`Store::agents`],
+//! [`Store::alerts`]) leave it out, a report or heartbeat replaces the
+//! agent's unreadable state or alert, and the offline scan drops an
+//! unreadable agent from the online index unannounced. Only
+//! [`Store::agent`] for that one agent answers [`StoreError::Corrupt`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -215,6 +224,25 @@ fn from_json<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreErro
     serde_json::from_str(json).map_err(|e| StoreError::corrupt(what, e))
 }
 
+/// Reads a stored value that a change is about to replace: an unreadable
+/// one is logged and treated as absent, so that the change overwrites it
+/// (the compare-and-set still compares the unreadable text).
+fn replaceable<T: DeserializeOwned>(what: &str, json: Option<&str>) -> Option<T> {
+    let json = json?;
+    from_json(what, json).map_err(|error| tracing::error!(%error, "replacing an unreadable {what}")).ok()
+}
+
+/// Reads a list of stored values, leaving out (and logging) unreadable
+/// ones: one bad entry must not hide the rest.
+fn readable<T: DeserializeOwned>(what: &str, jsons: &[String]) -> Vec<T> {
+    jsons
+        .iter()
+        .filter_map(|json| {
+            from_json(what, json).map_err(|error| tracing::error!(%error, "skipping an unreadable {what}")).ok()
+        })
+        .collect()
+}
+
 fn parse_id(id: &str) -> Result<Offset, StoreError> {
     id.parse().map_err(|e| StoreError::corrupt("stream id returned by a publish", e))
 }
@@ -243,13 +271,11 @@ impl RedisStore {
             if duplicate {
                 return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() });
             }
-            let prev: Option<AgentState> =
-                state_json.as_deref().map(|json| from_json("agent state", json)).transpose()?;
+            let prev: Option<AgentState> = replaceable("agent state", state_json.as_deref());
             let mut open = HashMap::new();
             let mut compared = Vec::with_capacity(fields.len());
             for (field, json) in fields.iter().zip(alert_jsons) {
-                if let Some(json) = &json {
-                    let alert: Alert = from_json("open alert", json)?;
+                if let Some(alert) = replaceable::<Alert>("open alert", json.as_deref()) {
                     open.insert(alert.check.clone(), alert);
                 }
                 compared.push((field.clone(), json.unwrap_or_default()));
@@ -289,8 +315,7 @@ impl RedisStore {
                 .arg(agent_id.as_str())
                 .query_async(&mut self.conn().await?)
                 .await?;
-            let prev: Option<AgentState> =
-                state_json.as_deref().map(|json| from_json("agent state", json)).transpose()?;
+            let prev: Option<AgentState> = replaceable("agent state", state_json.as_deref());
             let plan = plan::plan_heartbeat(prev.as_ref(), agent_id, ts, timestamp::now(), trace.clone())?;
             let applied = self
                 .apply(ApplyArgs {
@@ -314,8 +339,7 @@ impl RedisStore {
     async fn op_agents(&self) -> Result<Vec<AgentState>, StoreError> {
         let jsons: Vec<String> =
             redis::cmd("HVALS").arg(&self.keys.agents).query_async(&mut self.conn().await?).await?;
-        let mut agents =
-            jsons.iter().map(|json| from_json("agent state", json)).collect::<Result<Vec<AgentState>, _>>()?;
+        let mut agents = readable::<AgentState>("agent state", &jsons);
         agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         Ok(agents)
     }
@@ -340,9 +364,9 @@ impl RedisStore {
             .arg(self.settings.recent_alerts.max(1) - 1)
             .query_async(&mut self.conn().await?)
             .await?;
-        let mut open = open.iter().map(|json| from_json("open alert", json)).collect::<Result<Vec<Alert>, _>>()?;
+        let mut open = readable::<Alert>("open alert", &open);
         crate::memory::sort_newest_first(&mut open);
-        let recent = recent.iter().map(|json| from_json("resolved alert", json)).collect::<Result<_, _>>()?;
+        let recent = readable("resolved alert", &recent);
         Ok(AlertsView { open, recent })
     }
 

@@ -572,6 +572,19 @@ async fn redis_unreadable_agents_do_not_block_the_scan() -> anyhow::Result<()> {
     let left: u64 = server.cmd(&["ZCARD", "pulse:agents:seen"]).await?;
     assert_eq!(left, 0, "unreadable entries left the online index");
     assert_eq!(f.offline_events("agents").await?.len(), 1);
+
+    // Lists leave unreadable entries out; the agent alone is an error.
+    assert_eq!(f.store.agents().await?.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(), vec!["good"]);
+    let err = f.store.agent(&id("garbage")).await.err().context("unreadable state is an error")?;
+    ensure!(matches!(err, pulse_store::StoreError::Corrupt { .. }), "{err}");
+    let _: u64 = server.cmd(&["HSET", "pulse:alerts:open", "garbage/disk:/var", "[]"]).await?;
+    ensure!(f.store.alerts().await?.open.is_empty());
+
+    // The agent's next report replaces what could not be read.
+    let outcome = f.store.apply_report(&report("garbage", "r-1", vec![disk(CheckStatus::Fail)]), None).await?;
+    ensure!(outcome.events.iter().any(|e| e.event_type.as_str() == "alert_triggered"));
+    assert_eq!(f.state("garbage").await?.status, AgentStatus::Online);
+    assert_eq!(f.store.alerts().await?.open.len(), 1);
     Ok(())
 }
 
