@@ -1,1 +1,60 @@
+//! What every Pulse binary shares, so that `pulse-ingest`,
+//! `pulse-heartbeat-checker`, `pulse-gateway` and the standalone `pulse`
+//! start, log, report health and stop the same way.
+//!
+//! - [`settings`]: [`load_settings`] layers built-in defaults, an optional
+//!   file and `PULSE__SECTION__KEY` environment variables through the `config`
+//!   crate, and fails at start with a message naming the bad key. With it come
+//!   the [`Secret`] newtype (never printed), the [`duration`] and
+//!   [`string_list`] serde helpers, and the setting blocks every service
+//!   embeds: [`HttpSettings`], [`TelemetrySettings`], [`RedisSettings`].
+//! - [`telemetry`]: [`init_telemetry`] installs `tracing` with an
+//!   `EnvFilter`, human or JSON output, and OpenTelemetry OTLP export when an
+//!   endpoint is configured; [`current_traceparent`] and
+//!   [`set_parent_from_traceparent`] carry a trace across the bus in the
+//!   event's `trace` field.
+//! - [`health`]: the [`Health`] handle (readiness checks and the draining
+//!   flag) and [`configure_ops`], which mounts `GET /healthz`, `GET /readyz`
+//!   and `GET /metrics` on an actix-web app.
+//! - [`metrics`](mod@metrics): [`install_metrics`] installs the process-wide
+//!   Prometheus recorder for the `metrics` crate, once.
+//! - [`shutdown`]: [`shutdown_signal`] (SIGINT or SIGTERM) and the cloneable
+//!   [`Shutdown`] token every loop `select!`s on.
+//!
+//! A service's `main` typically reads:
+//!
+//! ```no_run
+//! # use serde::Deserialize;
+//! # #[derive(Deserialize)] struct Settings { http: pulse_runtime::HttpSettings, telemetry: pulse_runtime::TelemetrySettings }
+//! # async fn run() -> anyhow::Result<()> {
+//! let settings: Settings = pulse_runtime::load_settings("gateway", "[http]\nhost = \"0.0.0.0\"\nport = 8080\n[telemetry]\n", None)?;
+//! let _telemetry = pulse_runtime::init_telemetry("pulse-gateway", &settings.telemetry)?;
+//! let metrics = pulse_runtime::install_metrics()?;
+//! let health = pulse_runtime::Health::new();
+//! let shutdown = pulse_runtime::Shutdown::new();
+//! shutdown.trigger_on_signal();
+//! // App::new().configure(pulse_runtime::configure_ops(health.clone(), metrics.clone())) …
+//! shutdown.cancelled().await;
+//! health.set_draining();
+//! # Ok(()) }
+//! ```
 
+pub mod health;
+pub mod metrics;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
+pub use metrics::{LATENCY_BUCKETS, MetricsError, install_metrics};
+/// The handle [`install_metrics`] returns, re-exported so services need not
+/// depend on the exporter crate.
+pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use settings::{
+    HttpSettings, LogFormat, RedisSettings, Secret, SettingsError, SettingsLoader, TelemetrySettings, duration,
+    load_settings, string_list,
+};
+pub use shutdown::{Shutdown, shutdown_signal};
+pub use telemetry::{
+    TelemetryError, TelemetryGuard, current_traceparent, init_telemetry, init_test_logging, set_parent_from_traceparent,
+};

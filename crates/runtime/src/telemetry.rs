@@ -1,0 +1,453 @@
+//! Logs and traces.
+//!
+//! [`init_telemetry`] installs the global `tracing` subscriber once per
+//! process: an `EnvFilter` (`RUST_LOG` wins over `telemetry.log_level`),
+//! human-readable or JSON lines on stderr, and, when
+//! `telemetry.otlp_endpoint` is set, an OpenTelemetry layer that exports
+//! spans over OTLP/gRPC through a batch processor. The global text-map
+//! propagator is W3C TraceContext, so `traceparent` headers continue traces.
+//!
+//! One trace runs from a probe's POST to the gateway's send: the publisher
+//! stores [`current_traceparent`] in the event's `trace` field, and whoever
+//! handles the event calls [`set_parent_from_traceparent`] on its span.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Once;
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::settings::{LogFormat, TelemetrySettings};
+
+/// The W3C header (and carrier key) holding the trace context.
+const TRACEPARENT: &str = "traceparent";
+
+/// How long dropping the guard may wait for the last spans to be exported.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Crates on the export path. Their own spans are not exported: exporting
+/// them would create more spans to export, without end.
+const EXPORT_PATH_TARGETS: &[&str] =
+    &["h2", "hyper", "hyper_util", "tonic", "tower", "opentelemetry", "opentelemetry_sdk", "opentelemetry_otlp"];
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log filter does not parse.
+    #[error("invalid log filter {filter:?} (from {origin}): {reason}")]
+    Filter {
+        /// The directives as given.
+        filter: String,
+        /// Where they came from: `RUST_LOG` or `telemetry.log_level`.
+        origin: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The OTLP exporter could not be built (e.g. a malformed endpoint).
+    #[error("cannot create the OTLP span exporter for {endpoint:?}: {source}")]
+    Exporter {
+        /// The configured endpoint.
+        endpoint: String,
+        /// The exporter's error.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// The small runtime that drives the exporter's connection could not start.
+    #[error("cannot start the OTLP export runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A global subscriber is already installed (a second call, or tests).
+    #[error("a global tracing subscriber is already installed: {0}")]
+    AlreadyInitialized(#[source] TryInitError),
+}
+
+/// Keeps OpenTelemetry export alive; on drop, flushes the spans still queued
+/// and shuts the tracer provider down. Hold it in `main` until the end:
+/// `let _telemetry = init_telemetry(…)?;` (not `let _ = …`, which drops it
+/// at once).
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+    /// The exporter's gRPC channel runs its connection task here, not on the
+    /// service's runtime: actix runs a current-thread runtime, and shutting
+    /// the provider down blocks that thread while the last batch is sent,
+    /// which would stall a connection task that lived on it.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard").field("otlp", &self.provider.is_some()).finish()
+    }
+}
+
+impl TelemetryGuard {
+    /// Whether spans are being exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)
+        {
+            // The subscriber may be the one failing; stderr always works.
+            eprintln!("pulse: flushing traces at shutdown failed: {error}");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            // Does not block, so it is allowed inside the service's runtime.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Installs logging, and tracing export when `settings.otlp_endpoint` is set,
+/// for the whole process. `service_name` is the `service.name` reported to
+/// the collector unless `settings.service_name` or `OTEL_SERVICE_NAME` says
+/// otherwise.
+///
+/// Fails, rather than panicking, when a subscriber is already installed: a
+/// test calling it twice gets [`TelemetryError::AlreadyInitialized`] and may
+/// ignore it.
+pub fn init_telemetry(service_name: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = env_filter(&settings.log_level)?;
+    let format = resolve_format(settings.log_format, std::io::stderr().is_terminal());
+
+    let mut guard = TelemetryGuard { provider: None, runtime: None };
+    let endpoint = settings.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
+    if let Some(endpoint) = endpoint {
+        let name = settings
+            .service_name
+            .clone()
+            .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| service_name.to_owned());
+        let (provider, runtime) = otlp_provider(endpoint, name)?;
+        guard.runtime = Some(runtime);
+        guard.provider = Some(provider);
+    }
+
+    let otel_layer = guard.provider.as_ref().map(|provider| {
+        let export_path =
+            EXPORT_PATH_TARGETS.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |t, target| {
+                t.with_target(*target, LevelFilter::OFF)
+            });
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned())).with_filter(export_path)
+    });
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otel_layer)
+        .with(fmt_layer(format, std::io::stderr))
+        .try_init()
+        .map_err(TelemetryError::AlreadyInitialized)?;
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(provider) = &guard.provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    tracing::debug!(?format, otlp = ?endpoint, "telemetry initialised");
+    Ok(guard)
+}
+
+/// `RUST_LOG` when set and not empty, the setting otherwise.
+fn env_filter(setting: &str) -> Result<EnvFilter, TelemetryError> {
+    let (filter, origin) = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => (value, "RUST_LOG"),
+        _ => (setting.to_owned(), "telemetry.log_level"),
+    };
+    EnvFilter::builder().parse(&filter).map_err(|e| TelemetryError::Filter {
+        filter: filter.clone(),
+        origin,
+        reason: e.to_string(),
+    })
+}
+
+/// `Auto` becomes `Pretty` on a terminal and `Json` elsewhere.
+fn resolve_format(format: LogFormat, is_terminal: bool) -> LogFormat {
+    match format {
+        LogFormat::Auto if is_terminal => LogFormat::Pretty,
+        LogFormat::Auto => LogFormat::Json,
+        forced => forced,
+    }
+}
+
+/// The output layer for a resolved format, writing to `writer`.
+fn fmt_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty | LogFormat::Auto => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    }
+}
+
+fn otlp_provider(
+    endpoint: &str,
+    service_name: String,
+) -> Result<(SdkTracerProvider, tokio::runtime::Runtime), TelemetryError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pulse-otlp")
+        .enable_all()
+        .build()
+        .map_err(TelemetryError::Runtime)?;
+    // The tonic channel spawns its connection task on the runtime current
+    // while it is built.
+    let exporter = {
+        let _entered = runtime.enter();
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()
+    }
+    .map_err(|source| TelemetryError::Exporter { endpoint: endpoint.to_owned(), source })?;
+
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service_name).build())
+        .build();
+    Ok((provider, runtime))
+}
+
+/// The W3C `traceparent` of the current `tracing` span, to store in an
+/// event's `trace` field; `None` when there is no valid OpenTelemetry span
+/// context (no OTel layer installed, or outside any span).
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
+fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove(TRACEPARENT)
+}
+
+/// Makes `span` continue the trace named by `traceparent` (an event's `trace`
+/// field). Call it right after creating the span, before entering it: the
+/// parent of a started span can no longer change.
+///
+/// Returns whether the parent was set. A malformed `traceparent` or a
+/// subscriber without the OpenTelemetry layer leaves the span as it is: a
+/// broken trace id must never stop an event from being delivered.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) -> bool {
+    let traceparent = traceparent.trim();
+    if !is_well_formed_traceparent(traceparent) {
+        return false;
+    }
+    let carrier: HashMap<String, String> = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if !cx.span().span_context().is_valid() {
+        return false;
+    }
+    span.set_parent(cx).is_ok()
+}
+
+/// `version-traceid-spanid-flags` with 2, 32, 16 and 2 lowercase hex digits,
+/// as W3C Trace Context requires. The propagator alone accepts short ids.
+fn is_well_formed_traceparent(value: &str) -> bool {
+    let lengths = [2, 32, 16, 2];
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == lengths.len()
+        && parts.iter().zip(lengths).all(|(part, len)| {
+            part.len() == len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+/// For tests: when `TEST_LOG` is set, logs go to the test output (filtered
+/// by `RUST_LOG`, `debug` by default); otherwise nothing is installed and
+/// logs go nowhere. Safe to call from every test.
+pub fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    if std::env::var_os("TEST_LOG").is_none() {
+        return;
+    }
+    ONCE.call_once(|| {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("debug"));
+        // Another subscriber may already be installed; keep it.
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer tests can read back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// A subscriber with an OTel layer on an in-process provider (no export).
+    fn otel_subscriber() -> (impl tracing::Subscriber + Send + Sync, SdkTracerProvider) {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        (tracing_subscriber::registry().with(layer), provider)
+    }
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn auto_format_follows_the_terminal() {
+        assert_eq!(resolve_format(LogFormat::Auto, true), LogFormat::Pretty);
+        assert_eq!(resolve_format(LogFormat::Auto, false), LogFormat::Json);
+        assert_eq!(resolve_format(LogFormat::Json, true), LogFormat::Json);
+        assert_eq!(resolve_format(LogFormat::Pretty, false), LogFormat::Pretty);
+    }
+
+    #[test]
+    fn json_format_writes_json_lines() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(fmt_layer(LogFormat::Json, buffer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", channel = "alerts");
+            let _entered = span.enter();
+            tracing::info!(count = 3, "published");
+        });
+        let text = buffer.text();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["fields"]["message"], "published");
+        assert_eq!(line["fields"]["count"], 3);
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["span"]["channel"], "alerts");
+    }
+
+    #[test]
+    fn pretty_format_is_not_json() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(fmt_layer(LogFormat::Pretty, buffer.clone()));
+        tracing::subscriber::with_default(subscriber, || tracing::info!("hello human"));
+        let text = buffer.text();
+        assert!(text.contains("hello human"), "{text}");
+        assert!(serde_json::from_str::<serde_json::Value>(text.trim()).is_err(), "{text}");
+    }
+
+    #[test]
+    fn bad_filter_is_an_error_naming_its_origin() {
+        // RUST_LOG is not set by `cargo test`; if a developer sets it, the
+        // origin changes but the error must still be reported.
+        let err = env_filter("info,=[").unwrap_err();
+        assert!(matches!(err, TelemetryError::Filter { .. }), "{err:?}");
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert!(err.to_string().contains("telemetry.log_level"), "{err}");
+        }
+        assert!(env_filter("info,pulse_gateway=debug").is_ok());
+    }
+
+    #[test]
+    fn no_traceparent_without_otel_layer() {
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("no otel");
+            let _entered = span.enter();
+            assert_eq!(current_traceparent(), None);
+            assert!(!set_parent_from_traceparent(&tracing::info_span!("child"), PARENT));
+        });
+    }
+
+    #[test]
+    fn traceparent_round_trip_continues_the_trace() {
+        let (subscriber, _provider) = otel_subscriber();
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(current_traceparent(), None, "outside any span");
+
+            let span = tracing::info_span!("handle event");
+            assert!(set_parent_from_traceparent(&span, PARENT));
+            let _entered = span.enter();
+            let tp = current_traceparent().unwrap();
+            let parts: Vec<&str> = tp.split('-').collect();
+            assert_eq!(parts.len(), 4, "{tp}");
+            assert_eq!(parts[0], "00");
+            assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+            assert_ne!(parts[2], "00f067aa0ba902b7", "a new span of that trace");
+            assert_eq!(parts[2].len(), 16);
+            assert_eq!(parts[3], "01", "sampled, as the parent was");
+        });
+    }
+
+    #[test]
+    fn a_new_root_span_gets_a_fresh_trace() {
+        let (subscriber, _provider) = otel_subscriber();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("root");
+            let _entered = span.enter();
+            let tp = current_traceparent().unwrap();
+            assert!(tp.starts_with("00-") && tp.len() == 55, "{tp}");
+            assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+        });
+    }
+
+    #[test]
+    fn malformed_traceparent_is_ignored() {
+        let (subscriber, _provider) = otel_subscriber();
+        tracing::subscriber::with_default(subscriber, || {
+            for bad in [
+                "",
+                "garbage",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                "00-4bf92f35-00f067aa0ba902b7-01",
+            ] {
+                let span = tracing::info_span!("handle event");
+                assert!(!set_parent_from_traceparent(&span, bad), "{bad:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn parent_cannot_change_once_the_span_started() {
+        let (subscriber, _provider) = otel_subscriber();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("started");
+            // Reading the context starts the OpenTelemetry span.
+            assert!(traceparent_of(&span).is_some());
+            assert!(!set_parent_from_traceparent(&span, PARENT));
+        });
+    }
+}
