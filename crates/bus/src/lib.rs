@@ -18,9 +18,11 @@
 //! order per channel; where history no longer reaches back, it delivers a
 //! [`BusMessage::Gap`] instead.
 
+mod backoff;
 mod error;
 mod memory;
 mod redis_bus;
+pub mod redis_lua;
 mod router;
 mod subscription;
 

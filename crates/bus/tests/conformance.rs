@@ -1,0 +1,261 @@
+//! One suite of behaviours, run against both bus implementations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulse_bus::{Bus, BusMessage, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig, Subscription};
+use pulse_protocol::{Channel, Event, EventDraft, EventType, Offset};
+use pulse_testkit::{DEADLINE, RedisServer, within};
+use serde_json::json;
+
+/// A bus under test, keeping its Redis (if any) alive.
+struct Harness {
+    bus: Arc<dyn Bus>,
+    _redis: Option<RedisServer>,
+}
+
+async fn memory(history_len: usize) -> Harness {
+    Harness { bus: Arc::new(MemoryBus::new(MemoryBusConfig { history_len })), _redis: None }
+}
+
+async fn redis(history_len: usize) -> Harness {
+    let server = RedisServer::start().await.unwrap();
+    let config = RedisBusConfig { url: server.url(), history_len, ..RedisBusConfig::default() };
+    Harness { bus: Arc::new(RedisBus::connect(config).await.unwrap()), _redis: Some(server) }
+}
+
+fn channel(name: &str) -> Channel {
+    Channel::parse(name).unwrap()
+}
+
+fn draft(n: u64) -> EventDraft {
+    EventDraft::new(EventType::parse("test.event").unwrap(), json!({ "n": n }))
+}
+
+fn n_of(event: &Event) -> u64 {
+    event.data["n"].as_u64().unwrap()
+}
+
+async fn next_event(sub: &mut Subscription) -> Arc<Event> {
+    match within("next bus message", DEADLINE, sub.next()).await.unwrap() {
+        Some(BusMessage::Event(event)) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Generates one test per implementation for each behaviour.
+macro_rules! conformance {
+    ($($name:ident($history_len:expr)),* $(,)?) => {
+        mod on_memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::memory($history_len).await).await })*
+        }
+        mod on_redis {
+            $(#[tokio::test] async fn $name() { super::$name(super::redis($history_len).await).await })*
+        }
+    };
+}
+
+conformance! {
+    offsets_increase_and_history_keeps_order(100),
+    live_and_history_copies_carry_the_same_id(100),
+    history_after_an_offset_with_a_limit(100),
+    trimming_keeps_the_newest_and_reports_truncation(10),
+    latest_and_head(100),
+    many_subscribers_each_get_everything_in_order(1000),
+    one_subscription_serves_many_channels(100),
+    unsubscribe_stops_delivery(100),
+    subscribe_from_replays_then_goes_live_without_gap_or_duplicate(10_000),
+    subscribe_from_beyond_history_yields_a_gap(5),
+    a_subscriber_that_falls_behind_still_gets_everything(20_000),
+}
+
+async fn offsets_increase_and_history_keeps_order(h: Harness) {
+    let ch = channel("orders");
+    let mut last = Offset::ZERO;
+    for n in 0..50 {
+        let event = h.bus.publish(&ch, draft(n)).await.unwrap();
+        assert!(event.id > last, "offset {} not after {}", event.id, last);
+        assert_eq!(event.channel, ch);
+        last = event.id;
+    }
+    let history = h.bus.history(&ch, Offset::ZERO, 1000).await.unwrap();
+    assert!(!history.truncated);
+    assert_eq!(history.events.iter().map(n_of).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+    assert_eq!(history.events.last().unwrap().id, last);
+}
+
+async fn live_and_history_copies_carry_the_same_id(h: Harness) {
+    let ch = channel("alerts");
+    let mut sub = h.bus.subscription();
+    sub.subscribe(&ch).await.unwrap();
+    let published = h.bus.publish(&ch, draft(7).with_trace(Some("00-abc-def-01".into()))).await.unwrap();
+    let live = next_event(&mut sub).await;
+    let stored = h.bus.history(&ch, Offset::ZERO, 10).await.unwrap().events;
+    assert_eq!(*live, published);
+    assert_eq!(stored, vec![published]);
+}
+
+async fn history_after_an_offset_with_a_limit(h: Harness) {
+    let ch = channel("reports");
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
+    }
+    let page = h.bus.history(&ch, ids[4], 5).await.unwrap();
+    assert_eq!(page.events.iter().map(n_of).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
+    assert!(!page.truncated);
+    let tail = h.bus.history(&ch, ids[19], 5).await.unwrap();
+    assert!(tail.events.is_empty());
+    let unknown = h.bus.history(&channel("never-used"), Offset::ZERO, 5).await.unwrap();
+    assert!(unknown.events.is_empty() && !unknown.truncated);
+}
+
+async fn trimming_keeps_the_newest_and_reports_truncation(h: Harness) {
+    // History keeps 10 events.
+    let ch = channel("trimmed");
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
+    }
+    let all = h.bus.history(&ch, Offset::ZERO, 100).await.unwrap();
+    assert_eq!(all.events.iter().map(n_of).collect::<Vec<_>>(), (15..25).collect::<Vec<_>>());
+    assert!(all.truncated, "events 0..15 were trimmed");
+    // After the newest trimmed event, nothing is missing.
+    let exact = h.bus.history(&ch, ids[14], 100).await.unwrap();
+    assert!(!exact.truncated);
+    assert_eq!(exact.events.len(), 10);
+    // One before it, event 14 is gone.
+    assert!(h.bus.history(&ch, ids[13], 100).await.unwrap().truncated);
+}
+
+async fn latest_and_head(h: Harness) {
+    let ch = channel("decisions");
+    assert_eq!(h.bus.head(&ch).await.unwrap(), Offset::ZERO);
+    assert!(h.bus.latest(&ch, 3).await.unwrap().is_empty());
+    let mut last = Offset::ZERO;
+    for n in 0..10 {
+        last = h.bus.publish(&ch, draft(n)).await.unwrap().id;
+    }
+    assert_eq!(h.bus.head(&ch).await.unwrap(), last);
+    let latest = h.bus.latest(&ch, 3).await.unwrap();
+    assert_eq!(latest.iter().map(n_of).collect::<Vec<_>>(), vec![7, 8, 9]);
+}
+
+async fn many_subscribers_each_get_everything_in_order(h: Harness) {
+    let ch = channel("fanout");
+    let mut subs = Vec::new();
+    for _ in 0..5 {
+        let mut sub = h.bus.subscription();
+        sub.subscribe(&ch).await.unwrap();
+        subs.push(sub);
+    }
+    for n in 0..200 {
+        h.bus.publish(&ch, draft(n)).await.unwrap();
+    }
+    for sub in &mut subs {
+        for n in 0..200 {
+            assert_eq!(n_of(&*next_event(sub).await), n);
+        }
+    }
+}
+
+async fn one_subscription_serves_many_channels(h: Harness) {
+    let channels: Vec<Channel> = (0..10).map(|i| channel(&format!("agent:a{i}"))).collect();
+    let mut sub = h.bus.subscription();
+    for ch in &channels {
+        sub.subscribe(ch).await.unwrap();
+    }
+    for n in 0..100 {
+        h.bus.publish(&channels[(n % 10) as usize], draft(n)).await.unwrap();
+    }
+    let mut per_channel = vec![Vec::new(); 10];
+    for _ in 0..100 {
+        let event = next_event(&mut sub).await;
+        let i = channels.iter().position(|c| *c == event.channel).unwrap();
+        per_channel[i].push(n_of(&event));
+    }
+    for (i, seen) in per_channel.iter().enumerate() {
+        assert_eq!(*seen, (0..10).map(|k| k * 10 + i as u64).collect::<Vec<_>>());
+    }
+}
+
+async fn unsubscribe_stops_delivery(h: Harness) {
+    let (a, b) = (channel("a"), channel("b"));
+    let mut sub = h.bus.subscription();
+    sub.subscribe(&a).await.unwrap();
+    sub.subscribe(&b).await.unwrap();
+    h.bus.publish(&a, draft(1)).await.unwrap();
+    assert_eq!(n_of(&*next_event(&mut sub).await), 1);
+    sub.unsubscribe(&a);
+    assert!(!sub.is_subscribed(&a));
+    h.bus.publish(&a, draft(2)).await.unwrap();
+    h.bus.publish(&b, draft(3)).await.unwrap();
+    // The event on `a` was published first; only `b`'s arrives.
+    let event = next_event(&mut sub).await;
+    assert_eq!((event.channel.clone(), n_of(&event)), (b, 3));
+}
+
+async fn subscribe_from_replays_then_goes_live_without_gap_or_duplicate(h: Harness) {
+    let ch = channel("resume");
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
+    }
+    // Keep publishing while the subscription replays.
+    let bus = h.bus.clone();
+    let publisher = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            for n in 100..400 {
+                bus.publish(&ch, draft(n)).await.unwrap();
+                if n % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    });
+    let mut sub = h.bus.subscription();
+    sub.subscribe_from(&ch, ids[49]).await.unwrap();
+    for n in 50..400 {
+        assert_eq!(n_of(&*next_event(&mut sub).await), n);
+    }
+    publisher.await.unwrap();
+}
+
+async fn subscribe_from_beyond_history_yields_a_gap(h: Harness) {
+    // History keeps 5 events.
+    let ch = channel("gappy");
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
+    }
+    let mut sub = h.bus.subscription();
+    sub.subscribe_from(&ch, ids[2]).await.unwrap();
+    match within("gap", DEADLINE, sub.next()).await.unwrap() {
+        Some(BusMessage::Gap { channel, after }) => assert_eq!((channel, after), (ch.clone(), ids[2])),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    for n in 7..12 {
+        assert_eq!(n_of(&*next_event(&mut sub).await), n);
+    }
+    h.bus.publish(&ch, draft(12)).await.unwrap();
+    assert_eq!(n_of(&*next_event(&mut sub).await), 12);
+}
+
+async fn a_subscriber_that_falls_behind_still_gets_everything(h: Harness) {
+    // More events than a subscription's queue holds are published while it
+    // does not read; it must fill the overflow from history.
+    let ch = channel("burst");
+    let mut sub = h.bus.subscription();
+    sub.subscribe(&ch).await.unwrap();
+    let total = 10_000;
+    for n in 0..total {
+        h.bus.publish(&ch, draft(n)).await.unwrap();
+    }
+    for n in 0..total {
+        assert_eq!(n_of(&*next_event(&mut sub).await), n);
+    }
+    h.bus.publish(&ch, draft(total)).await.unwrap();
+    assert_eq!(n_of(&*next_event(&mut sub).await), total);
+    assert!(within("no more messages", Duration::from_millis(200), sub.next()).await.is_err());
+}
