@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! One suite of behaviours, run against both bus implementations.
 
 use std::sync::Arc;
