@@ -136,9 +136,14 @@ fn bump(counter: &AtomicU64) {
 /// How posting one report ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
-    Accepted { duplicate: bool },
+    Accepted {
+        duplicate: bool,
+    },
     /// A 4xx other than 429: retrying would not help.
-    Rejected { status: u16, body: String },
+    Rejected {
+        status: u16,
+        body: String,
+    },
     /// Every attempt failed; the last error.
     Failed(String),
 }

@@ -183,7 +183,10 @@ impl Standalone {
     pub async fn run_until(self, shutdown: Shutdown) -> std::io::Result<()> {
         let Self { server, store, gateway, drain, halt, fleet, settings, .. } = self;
         let checker = tokio::spawn(pulse_heartbeat_checker::run(store, settings.checker.clone(), halt.clone()));
-        let fleet = fleet.map(|fleet| tokio::spawn(fleet.run(halt.clone())));
+        let fleet = fleet.map(|fleet| {
+            tokio::spawn(log_fleet_summary(fleet.stats(), halt.clone()));
+            tokio::spawn(fleet.run(halt.clone()))
+        });
 
         let handle = server.handle();
         let stopper = {
@@ -209,6 +212,20 @@ impl Standalone {
         }
         tracing::info!("pulse stopped");
         result
+    }
+}
+
+/// How often the demo fleet's totals are logged.
+const FLEET_SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
+async fn log_fleet_summary(stats: Arc<FleetStats>, halt: Shutdown) {
+    let mut ticker = tokio::time::interval(FLEET_SUMMARY_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = halt.cancelled() => return,
+            _ = ticker.tick() => tracing::info!(summary = %stats.snapshot(), "demo fleet"),
+        }
     }
 }
 

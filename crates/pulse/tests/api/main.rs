@@ -1,0 +1,9 @@
+#![allow(clippy::unwrap_used)]
+//! Standalone Pulse, started for real on port 0 and driven over HTTP and
+//! WebSocket. One test binary.
+
+mod demo;
+mod helpers;
+mod ops;
+mod redis;
+mod reports;
