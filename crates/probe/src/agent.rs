@@ -142,7 +142,8 @@ impl SimAgent {
         Report {
             report_id: format!("{}-{}-{}", self.id, self.run, self.seq),
             agent_id: self.id.clone(),
-            ts: now,
+            // Milliseconds, as on the wire.
+            ts: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
             checks,
         }
     }
