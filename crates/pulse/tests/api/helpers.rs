@@ -92,10 +92,10 @@ pub async fn next_event_where(client: &mut WsClient, mut matches: impl FnMut(&Ev
     let give_up = tokio::time::Instant::now() + DEADLINE;
     loop {
         let left = give_up.saturating_duration_since(tokio::time::Instant::now());
-        if let ServerFrame::Event(event) = client.recv(left).await.context("waiting for an event")? {
-            if matches(&event) {
-                return Ok(event);
-            }
+        if let ServerFrame::Event(event) = client.recv(left).await.context("waiting for an event")?
+            && matches(&event)
+        {
+            return Ok(event);
         }
     }
 }
