@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use pulse_protocol::AgentId;
-use pulse_protocol::probe::{CheckResult, CheckStatus, Level, Report};
+use pulse_protocol::probe::{CheckResult, CheckStatus, Decision, Level, Report};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -146,6 +146,25 @@ impl SimAgent {
             ts: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
             checks,
         }
+    }
+}
+
+/// The decision a deciding component might take when `check` fails on
+/// `agent` (the demo publishes one per L3 failure).
+pub fn decision_for(agent: &AgentId, check: &str, id: String, now: DateTime<Utc>) -> Decision {
+    let action = match check {
+        "disk:/" => "clean_temp_files",
+        "http:api" => "restart_service",
+        "db:replication" => "resync_replica",
+        _ => "escalate",
+    };
+    Decision {
+        decision_id: id,
+        action: action.to_owned(),
+        reason: format!("{check} is failing on {agent}"),
+        agent_ids: vec![agent.clone()],
+        ts: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+        details: serde_json::json!({ "check": check, "level": "L3" }),
     }
 }
 

@@ -39,6 +39,10 @@ pub struct FleetConfig {
     pub silent_agents: usize,
     /// When the silent agents stop.
     pub silent_after: Duration,
+    /// A key with the `publisher` role: when set, the fleet also posts a
+    /// decision (`POST /api/v1/decisions`) when an L3 failure starts, as the
+    /// deciding component would.
+    pub publisher_key: Option<String>,
     /// Seed of the simulation: the same seed gives the same fleet.
     pub seed: u64,
     /// Longest wait for one HTTP answer before retrying.
@@ -55,6 +59,7 @@ impl Default for FleetConfig {
             l3_failure_rate: 0.02,
             silent_agents: 1,
             silent_after: Duration::from_secs(20),
+            publisher_key: None,
             seed: 1,
             request_timeout: Duration::from_secs(5),
         }
@@ -72,6 +77,7 @@ pub struct FleetStats {
     rejected: AtomicU64,
     failed: AtomicU64,
     l3_failures: AtomicU64,
+    decisions: AtomicU64,
     silenced: AtomicU64,
 }
 
@@ -92,6 +98,8 @@ pub struct FleetSummary {
     pub failed: u64,
     /// L3 failures started (each raises an alert, resolved on recovery).
     pub l3_failures: u64,
+    /// Decisions posted and accepted (with a publisher key).
+    pub decisions: u64,
     /// Agents that went silent on purpose.
     pub silenced: u64,
 }
@@ -100,7 +108,7 @@ impl std::fmt::Display for FleetSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} reports sent, {} accepted, {} duplicates, {} retries, {} rejected, {} failed; {} L3 failures, {} agents silent",
+            "{} reports sent, {} accepted, {} duplicates, {} retries, {} rejected, {} failed; {} L3 failures, {} decisions, {} agents silent",
             self.sent,
             self.accepted,
             self.duplicates,
@@ -108,6 +116,7 @@ impl std::fmt::Display for FleetSummary {
             self.rejected,
             self.failed,
             self.l3_failures,
+            self.decisions,
             self.silenced
         )
     }
@@ -124,6 +133,7 @@ impl FleetStats {
             rejected: get(&self.rejected),
             failed: get(&self.failed),
             l3_failures: get(&self.l3_failures),
+            decisions: get(&self.decisions),
             silenced: get(&self.silenced),
         }
     }
@@ -158,6 +168,7 @@ pub struct Fleet {
 struct Inner {
     config: FleetConfig,
     url: String,
+    decisions_url: String,
     client: reqwest::Client,
     stats: Arc<FleetStats>,
 }
@@ -166,8 +177,10 @@ impl Fleet {
     pub fn new(config: FleetConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(!config.interval.is_zero(), "the report interval must be more than zero");
         let client = reqwest::Client::builder().timeout(config.request_timeout).build()?;
-        let url = format!("{}/api/v1/reports", config.base_url.trim_end_matches('/'));
-        Ok(Self { inner: Arc::new(Inner { config, url, client, stats: Arc::default() }) })
+        let base = config.base_url.trim_end_matches('/');
+        let url = format!("{base}/api/v1/reports");
+        let decisions_url = format!("{base}/api/v1/decisions");
+        Ok(Self { inner: Arc::new(Inner { config, url, decisions_url, client, stats: Arc::default() }) })
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -227,7 +240,8 @@ impl Fleet {
             }
             let was_failing = agent.failing_check().is_some();
             let report = agent.next_report(Utc::now());
-            if let Some(check) = agent.failing_check().filter(|_| !was_failing) {
+            let new_failure = agent.failing_check().filter(|_| !was_failing);
+            if let Some(check) = new_failure {
                 tracing::debug!(agent_id = %agent.id(), check, "simulated L3 failure starts");
                 bump(&stats.l3_failures);
             }
@@ -236,6 +250,18 @@ impl Fleet {
                 () = shutdown.cancelled() => return,
                 outcome = self.post(&report) => outcome,
             };
+            if let (Some(check), Some(key)) = (new_failure, &config.publisher_key) {
+                let decision =
+                    crate::agent::decision_for(agent.id(), check, format!("{}-decision", report.report_id), Utc::now());
+                let posted = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    posted = self.post_json(&self.inner.decisions_url, key, &decision, &decision.decision_id) => posted,
+                };
+                match posted {
+                    PostOutcome::Accepted { .. } => bump(&stats.decisions),
+                    other => tracing::warn!(agent_id = %agent.id(), outcome = ?other, "decision not accepted"),
+                }
+            }
             match outcome {
                 PostOutcome::Accepted { duplicate: false } => bump(&stats.accepted),
                 PostOutcome::Accepted { duplicate: true } => bump(&stats.duplicates),
@@ -255,10 +281,16 @@ impl Fleet {
     /// with the same body (and so the same `report_id`) up to
     /// [`MAX_RETRIES`] times.
     pub async fn post(&self, report: &Report) -> PostOutcome {
+        self.post_json(&self.inner.url, &self.inner.config.api_key, report, &report.report_id).await
+    }
+
+    /// Posts `body` to `url` with `key`, retrying as [`post`](Self::post)
+    /// does; `id` names it in logs.
+    async fn post_json(&self, url: &str, key: &str, body: &impl serde::Serialize, id: &str) -> PostOutcome {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            let error = match self.post_once(report).await {
+            let error = match self.post_once(url, key, body).await {
                 Ok(outcome) => return outcome,
                 Err(error) => error,
             };
@@ -267,23 +299,16 @@ impl Fleet {
             }
             attempt += 1;
             bump(&self.inner.stats.retries);
-            tracing::debug!(report_id = %report.report_id, attempt, %error, "retrying report");
+            tracing::debug!(id, attempt, %error, "retrying");
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
     }
 
     /// One attempt: `Err` means it is worth retrying.
-    async fn post_once(&self, report: &Report) -> Result<PostOutcome, String> {
-        let response = self
-            .inner
-            .client
-            .post(&self.inner.url)
-            .bearer_auth(&self.inner.config.api_key)
-            .json(report)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn post_once(&self, url: &str, key: &str, body: &impl serde::Serialize) -> Result<PostOutcome, String> {
+        let response =
+            self.inner.client.post(url).bearer_auth(key).json(body).send().await.map_err(|e| e.to_string())?;
         let status = response.status();
         if status.is_success() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();

@@ -12,7 +12,9 @@
 //!   or 429 is retried with the same `report_id`, which Pulse accepts once.
 //!   The last [`FleetConfig::silent_agents`] agents stop after
 //!   [`FleetConfig::silent_after`], so the heartbeat checker's offline
-//!   transition shows. [`FleetStats`] counts what happened.
+//!   transition shows. With a [`FleetConfig::publisher_key`] it also posts a
+//!   decision (`POST /api/v1/decisions`) for each L3 failure, as a deciding
+//!   component would. [`FleetStats`] counts what happened.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -27,5 +29,5 @@
 mod agent;
 mod fleet;
 
-pub use agent::{L3_CHECKS, SimAgent, agent_name};
+pub use agent::{L3_CHECKS, SimAgent, agent_name, decision_for};
 pub use fleet::{Fleet, FleetConfig, FleetStats, FleetSummary, MAX_RETRIES, PostOutcome};

@@ -16,6 +16,9 @@ struct Args {
     /// API key with the `agent` role.
     #[arg(long, default_value = "demo-agent-key", env = "PULSE_PROBE_KEY")]
     key: String,
+    /// API key with the `publisher` role: also post a decision per L3 failure.
+    #[arg(long, env = "PULSE_PROBE_PUBLISHER_KEY")]
+    publisher_key: Option<String>,
     /// Number of agents.
     #[arg(long, default_value_t = 30)]
     agents: usize,
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         silent_agents: args.silent,
         silent_after: args.silent_after,
         seed: args.seed,
+        publisher_key: args.publisher_key,
         ..FleetConfig::default()
     })?;
     let shutdown = Shutdown::new();

@@ -14,8 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const KEY: &str = "probe-test-key";
+const PUBLISHER_KEY: &str = "probe-test-publisher";
 
 async fn ingest() -> (u16, Shutdown, tokio::task::JoinHandle<std::io::Result<()>>) {
+    if std::env::var_os("TEST_LOG").is_some() {
+        pulse_runtime::init_test_logging();
+    }
     let mut s = Settings::defaults().unwrap();
     s.bus = BusKind::Memory;
     s.http.host = "127.0.0.1".into();
@@ -25,6 +29,12 @@ async fn ingest() -> (u16, Shutdown, tokio::task::JoinHandle<std::io::Result<()>
         name: "fleet".into(),
         key: Secret::new(KEY),
         role: Role::Agent,
+        channels: None,
+    });
+    s.ingest.api_keys.push(ApiKeySettings {
+        name: "decider".into(),
+        key: Secret::new(PUBLISHER_KEY),
+        role: Role::Publisher,
         channels: None,
     });
     let app = Application::build(s).await.unwrap();
@@ -44,6 +54,7 @@ fn config(base_url: String, key: &str) -> FleetConfig {
         silent_agents: 1,
         silent_after: Duration::from_millis(300),
         seed: 3,
+        publisher_key: Some(PUBLISHER_KEY.into()),
         request_timeout: Duration::from_secs(2),
     }
 }
@@ -76,6 +87,10 @@ async fn a_fleet_reports_raises_and_resolves_alerts_through_ingest() {
     assert!(summary.accepted > 4, "{summary}");
     assert_eq!((summary.rejected, summary.failed, summary.duplicates), (0, 0, 0), "{summary}");
     assert!(summary.l3_failures > 0, "{summary}");
+    assert_eq!(summary.decisions, summary.l3_failures, "one decision per failure: {summary}");
+    let decisions: serde_json::Value =
+        reqwest::get(format!("{base}/api/v1/channels/decisions/history")).await.unwrap().json().await.unwrap();
+    assert!(decisions.to_string().contains("decision_made"), "{decisions}");
     assert_eq!(summary.silenced, 1, "{summary}");
     assert_eq!(stats.snapshot(), summary);
     let agents: serde_json::Value = reqwest::get(format!("{base}/api/v1/agents")).await.unwrap().json().await.unwrap();

@@ -56,6 +56,10 @@ pub struct DemoSettings {
     pub seed: u64,
     /// The fleet's agent key, added to `ingest.api_keys` while the demo runs.
     pub api_key: String,
+    /// The key the fleet posts decisions with (role `publisher`), added
+    /// likewise; empty: no decisions.
+    #[serde(default)]
+    pub publisher_key: String,
 }
 
 impl Settings {
@@ -91,6 +95,21 @@ impl Settings {
                 role: pulse_ingest::settings::Role::Agent,
                 channels: None,
             });
+            if !self.demo.publisher_key.is_empty() {
+                ingest.api_keys.push(pulse_ingest::settings::ApiKeySettings {
+                    name: "demo-decider".to_owned(),
+                    key: pulse_runtime::Secret::new(self.demo.publisher_key.clone()),
+                    role: pulse_ingest::settings::Role::Publisher,
+                    // A decision is published on `decisions` and on the
+                    // channel of each agent it names: nothing else.
+                    channels: Some(
+                        ["decisions", "agent:*"]
+                            .iter()
+                            .filter_map(|p| pulse_protocol::ChannelPattern::parse(p).ok())
+                            .collect(),
+                    ),
+                });
+            }
         }
         pulse_ingest::Settings {
             bus: self.bus,
@@ -151,7 +170,7 @@ mod tests {
         assert_eq!(s.checker.timeout, Duration::from_secs(30));
         assert!(s.ingest.api_keys.is_empty());
         // The demo key is an agent key only while the demo runs.
-        assert_eq!(s.ingest_settings().ingest.api_keys.len(), 1);
+        assert_eq!(s.ingest_settings().ingest.api_keys.len(), 2);
         let mut off = s.clone();
         off.demo.enabled = false;
         assert!(off.ingest_settings().ingest.api_keys.is_empty());

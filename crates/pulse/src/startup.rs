@@ -104,6 +104,7 @@ impl Standalone {
                 l3_failure_rate: demo.l3_failure_rate,
                 silent_agents: demo.silent_agents,
                 silent_after: demo.silent_after,
+                publisher_key: Some(demo.publisher_key.clone()).filter(|k| !k.is_empty()),
                 seed: demo.seed,
                 ..FleetConfig::default()
             })?)

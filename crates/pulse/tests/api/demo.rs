@@ -4,21 +4,27 @@ use std::time::Duration;
 use crate::helpers::{DEADLINE, next_event_where, settings, spawn};
 
 #[tokio::test]
-async fn the_demo_fleet_reports_through_the_api() {
+async fn the_demo_fleet_reports_raises_alerts_and_decides_through_the_api() {
     let mut s = settings();
     s.demo.enabled = true;
     s.demo.agents = 6;
     s.demo.interval = Duration::from_millis(200);
+    s.demo.l3_failure_rate = 0.3;
     s.demo.silent_agents = 0;
     let pulse = spawn(s).await.unwrap();
-    let mut client = pulse.subscriber(&["reports"]).await.unwrap();
+    let mut client = pulse.subscriber(&["reports", "alerts", "decisions"]).await.unwrap();
     let mut agents = BTreeSet::new();
-    while agents.len() < 4 {
-        let event = next_event_where(&mut client, |e| e.event_type.as_str() == "report_received").await.unwrap();
-        agents.insert(event.data["agent_id"].as_str().unwrap().to_owned());
+    let mut types = BTreeSet::new();
+    while agents.len() < 4 || !types.contains("alert_triggered") || !types.contains("decision_made") {
+        let event = next_event_where(&mut client, |_| true).await.unwrap();
+        if event.event_type.as_str() == "report_received" {
+            agents.insert(event.data["agent_id"].as_str().unwrap().to_owned());
+        }
+        types.insert(event.event_type.as_str().to_owned());
     }
     let stats = pulse.app_fleet.as_ref().unwrap().snapshot();
-    assert!(stats.accepted > 0 && stats.rejected == 0 && stats.failed == 0, "{stats}");
+    assert!(stats.accepted > 0 && stats.decisions > 0, "{stats}");
+    assert_eq!((stats.rejected, stats.failed), (0, 0), "{stats}");
     pulse.stop().await.unwrap();
 }
 
