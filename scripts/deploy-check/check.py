@@ -245,6 +245,14 @@ def check_compose(bins: dict[str, Binary]) -> None:
     hc = services.get("heartbeat-checker", {})
     check("heartbeat-checker runs 2 replicas", [] if hc.get("deploy", {}).get("replicas", 1) >= 2 else ["replicas < 2"])
 
+    problems = []
+    for s, d in services.items():
+        for vol in d.get("volumes", []):
+            src = str(vol).split(":")[0]
+            if src.startswith("./") and not (ROOT / src).exists():
+                problems.append(f"{s}: volume source {src} does not exist")
+    check("every bind-mounted file exists", problems)
+
     ports: dict[str, int] = {}
     for s, d in services.items():
         b = binary_of(d.get("command"), bins, f"compose service {s}")
@@ -270,10 +278,6 @@ def check_compose(bins: dict[str, Binary]) -> None:
                 problems.append(f"health check probes port {hp}, {b.name} listens on {port}")
         if "/readyz" not in test and "/healthz" not in test:
             problems.append("health check does not call /readyz or /healthz")
-        for vol in d.get("volumes", []):
-            src = str(vol).split(":")[0]
-            if src.startswith("./") and not (ROOT / src).exists():
-                problems.append(f"volume source {src} does not exist")
         if "PULSE_CONFIG" in env:
             mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in d.get("volumes", []) if ":" in str(v)}
             src = mounts.get(env["PULSE_CONFIG"])
@@ -564,7 +568,7 @@ def check_kubernetes_in(bins: dict[str, Binary], out: Path) -> None:
         ok(f"{label}: kustomize render ({len(docs)} resources)")
         rendered = out / (label.replace(" ", "-") + ".yaml")
         rendered.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        r = subprocess.run(["kubernetes-validate", "--strict", "--quiet", "-k", K8S_VERSION, str(rendered)],
+        r = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", K8S_VERSION, str(rendered)],
                            capture_output=True, text=True)
         text = (r.stdout + r.stderr).strip()
         check(f"{label}: kubernetes-validate --strict -k {K8S_VERSION}",
