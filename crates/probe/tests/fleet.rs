@@ -118,6 +118,11 @@ async fn a_wrong_key_is_rejected_without_retries() {
 /// A server that answers 503 to the first `failures` requests and 202 after,
 /// recording every body it receives.
 async fn flaky_server(failures: usize) -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
+    flaky_server_with(failures, 0).await
+}
+
+/// Like [`flaky_server`], but never answers the first `hangs` requests.
+async fn flaky_server_with(failures: usize, hangs: usize) -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -155,6 +160,10 @@ async fn flaky_server(failures: usize) -> (u16, Arc<Mutex<Vec<serde_json::Value>
                     seen.push(serde_json::from_slice(&body).unwrap());
                     seen.len()
                 };
+                if count <= hangs {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
                 let response = if count <= failures {
                     "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
                 } else {
@@ -191,4 +200,17 @@ async fn a_server_that_keeps_failing_is_given_up_on() {
     let report = SimAgent::new(0, 1, "r", 0.0).next_report(Utc::now());
     assert!(matches!(fleet.post(&report).await, PostOutcome::Failed(_)));
     assert_eq!(bodies.lock().unwrap().len(), 1 + pulse_probe::MAX_RETRIES as usize);
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_with_the_same_report_id() {
+    let (port, bodies) = flaky_server_with(0, 1).await;
+    let mut config = config(format!("http://127.0.0.1:{port}"), KEY);
+    config.request_timeout = Duration::from_millis(300);
+    let fleet = Fleet::new(config).unwrap();
+    let report = SimAgent::new(0, 1, "r", 0.0).next_report(Utc::now());
+    assert_eq!(fleet.post(&report).await, PostOutcome::Accepted { duplicate: false });
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies.iter().all(|b| b["report_id"] == report.report_id.as_str()), "{bodies:?}");
 }
