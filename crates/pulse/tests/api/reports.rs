@@ -44,3 +44,28 @@ async fn reports_need_an_agent_key() {
     assert_eq!(response.status(), 401, "the demo key is only valid while the demo runs");
     pulse.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn sse_on_the_same_port_streams_alerts() {
+    let pulse = spawn(settings()).await.unwrap();
+    let mut response = pulse.get("/sse?channels=alerts").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let mut posted = false;
+    pulse_testkit::within("an alert over SSE", crate::helpers::DEADLINE, async {
+        while !text.contains("alert_triggered") {
+            if !posted && text.contains("subscribed") {
+                assert_eq!(pulse.post_report(&report("edge-9", "r-sse", "fail")).await.unwrap().status(), 202);
+                posted = true;
+            }
+            let chunk = response.chunk().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(text.contains("edge-9"), "{text}");
+    drop(response);
+    pulse.stop().await.unwrap();
+}
