@@ -22,22 +22,34 @@ use pulse_store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Implements `ResponseError` for a route's error enum whose variants each
-/// wrap an error that implements it.
-macro_rules! delegate_response_error {
-    ($name:ident { $($variant:ident),+ $(,)? }) => {
-        impl actix_web::ResponseError for $name {
-            fn status_code(&self) -> actix_web::http::StatusCode {
-                match self { $(Self::$variant(e) => e.status_code(),)+ }
-            }
-
-            fn error_response(&self) -> actix_web::HttpResponse {
-                match self { $(Self::$variant(e) => e.error_response(),)+ }
-            }
-        }
-    };
+/// Why a request was refused: every route answers with one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
-pub(crate) use delegate_response_error;
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Auth(e) => e.status_code(),
+            Self::Input(e) => e.status_code(),
+            Self::Backend(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Auth(e) => e.error_response(),
+            Self::Input(e) => e.error_response(),
+            Self::Backend(e) => e.error_response(),
+        }
+    }
+}
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

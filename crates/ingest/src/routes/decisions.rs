@@ -9,8 +9,8 @@ use pulse_protocol::probe::Decision;
 use pulse_protocol::{Channel, EventDraft, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthError, PublisherKey};
-use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
+use crate::auth::PublisherKey;
+use crate::error::{ApiError, BackendError, InputError, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
 use crate::routes::publish::PublishedRef;
 use crate::routes::shared::{publish_all, release, validate_id};
@@ -30,19 +30,6 @@ pub struct DecisionAccepted {
     pub events: Vec<PublishedRef>,
 }
 
-/// Why a decision was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum DecisionError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-delegate_response_error!(DecisionError { Auth, Input, Backend });
-
 /// `decisions`, then `agent:{id}` of each agent named, each once, with the
 /// field that named it.
 fn channels_of(decision: &Decision) -> Vec<(Channel, Option<String>)> {
@@ -61,7 +48,7 @@ pub(crate) async fn post_decision(
     state: web::Data<IngestState>,
     trace: TraceParent,
     body: web::Json<serde_json::Value>,
-) -> Result<HttpResponse, DecisionError> {
+) -> Result<HttpResponse, ApiError> {
     let decision: Decision = parse_body(body.into_inner())?;
     validate_id("decision_id", &decision.decision_id, MAX_DECISION_ID_LEN)?;
     let max = state.settings().max_batch_events;

@@ -8,8 +8,8 @@ use pulse_protocol::probe::{AgentStatus, HealthStatus};
 use pulse_protocol::{AgentId, Channel};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AgentKey, AuthError};
-use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
+use crate::auth::AgentKey;
+use crate::error::{ApiError, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
 use crate::state::IngestState;
 
@@ -34,25 +34,12 @@ pub struct HeartbeatAccepted {
     pub last_seen: DateTime<Utc>,
 }
 
-/// Why a heartbeat was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum HeartbeatError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-delegate_response_error!(HeartbeatError { Auth, Input, Backend });
-
 pub(crate) async fn post_heartbeat(
     AgentKey(caller): AgentKey,
     state: web::Data<IngestState>,
     trace: TraceParent,
     body: web::Json<serde_json::Value>,
-) -> Result<HttpResponse, HeartbeatError> {
+) -> Result<HttpResponse, ApiError> {
     let heartbeat: HeartbeatRequest = parse_body(body.into_inner())?;
     caller.check_write(&Channel::for_agent(&heartbeat.agent_id), Some("agent_id"))?;
     let ts = heartbeat.ts.unwrap_or_else(pulse_protocol::timestamp::now);

@@ -9,8 +9,8 @@ use actix_web::{HttpResponse, web};
 use pulse_protocol::{Channel, Event, Offset};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthError, Reader};
-use crate::error::{BackendError, InputError, delegate_response_error, with_deadline};
+use crate::auth::Reader;
+use crate::error::{ApiError, InputError, with_deadline};
 use crate::state::IngestState;
 
 /// The query string, read as text so that a bad value is reported with
@@ -35,25 +35,12 @@ pub struct HistoryPage {
     pub next: Offset,
 }
 
-/// Why a history read was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-delegate_response_error!(HistoryError { Auth, Input, Backend });
-
 pub(crate) async fn get_history(
     reader: Reader,
     state: web::Data<IngestState>,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
-) -> Result<HttpResponse, HistoryError> {
+) -> Result<HttpResponse, ApiError> {
     let channel = Channel::parse(&path).map_err(|e| InputError::invalid("channel", e.to_string()))?;
     reader.check_read(&channel, "channel")?;
     let settings = state.settings();

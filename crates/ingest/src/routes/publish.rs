@@ -14,8 +14,8 @@ use actix_web::{HttpResponse, web};
 use pulse_protocol::{Channel, EventDraft, EventType, Offset};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthError, Caller, PublisherKey};
-use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
+use crate::auth::{Caller, PublisherKey};
+use crate::error::{ApiError, BackendError, InputError, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
 use crate::routes::shared::{release, validate_id};
 use crate::state::IngestState;
@@ -71,22 +71,9 @@ pub struct BatchPublished {
     pub results: Vec<Published>,
 }
 
-/// Why a publish was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-delegate_response_error!(PublishError { Auth, Input, Backend });
-
 /// Checks one event and the caller's right to its channel; `at` is the
 /// event's path in the body (`""` or `events[3].`).
-fn validate(request: &PublishRequest, caller: &Caller, at: &str) -> Result<(), PublishError> {
+fn validate(request: &PublishRequest, caller: &Caller, at: &str) -> Result<(), ApiError> {
     if let Some(key) = &request.idempotency_key {
         validate_id(&format!("{at}idempotency_key"), key, MAX_IDEMPOTENCY_KEY_LEN)?;
     }
@@ -99,7 +86,7 @@ pub(crate) async fn post_publish(
     state: web::Data<IngestState>,
     trace: TraceParent,
     body: web::Json<serde_json::Value>,
-) -> Result<HttpResponse, PublishError> {
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let is_batch = body.as_object().is_some_and(|o| o.contains_key("events"));
     let (requests, is_batch) = if is_batch {

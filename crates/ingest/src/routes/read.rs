@@ -11,7 +11,7 @@ use pulse_protocol::{AgentId, Channel};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthError, Reader};
-use crate::error::{BackendError, InputError, delegate_response_error, error_response, with_deadline};
+use crate::error::{ApiError, InputError, error_response, with_deadline};
 use crate::state::IngestState;
 
 /// `GET /agents`: every agent the reader may see, ordered by id.
@@ -27,25 +27,12 @@ pub struct AlertsList {
     pub recent: Vec<Alert>,
 }
 
-/// Why a read was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-delegate_response_error!(ReadError { Auth, Input, Backend });
-
 /// Whether `reader` may see `agent_id` given the fleet channel `fleet`.
 fn may_see(reader: &Reader, fleet: &Channel, agent_id: &AgentId) -> bool {
     reader.may_read(fleet) || reader.may_read(&Channel::for_agent(agent_id))
 }
 
-pub(crate) async fn get_agents(reader: Reader, state: web::Data<IngestState>) -> Result<HttpResponse, ReadError> {
+pub(crate) async fn get_agents(reader: Reader, state: web::Data<IngestState>) -> Result<HttpResponse, ApiError> {
     let agents = with_deadline(state.settings().backend_timeout, "listing agents", state.store().agents()).await?;
     let fleet = Channel::well_known(Channel::AGENTS);
     let agents = agents.into_iter().filter(|a| may_see(&reader, &fleet, &a.agent_id)).collect();
@@ -56,7 +43,7 @@ pub(crate) async fn get_agent(
     reader: Reader,
     state: web::Data<IngestState>,
     path: web::Path<String>,
-) -> Result<HttpResponse, ReadError> {
+) -> Result<HttpResponse, ApiError> {
     let agent_id = AgentId::parse(&path).map_err(|e| InputError::invalid("agent_id", e.to_string()))?;
     let fleet = Channel::well_known(Channel::AGENTS);
     if !may_see(&reader, &fleet, &agent_id) {
@@ -79,7 +66,7 @@ pub(crate) async fn get_agent(
     })
 }
 
-pub(crate) async fn get_alerts(reader: Reader, state: web::Data<IngestState>) -> Result<HttpResponse, ReadError> {
+pub(crate) async fn get_alerts(reader: Reader, state: web::Data<IngestState>) -> Result<HttpResponse, ApiError> {
     let view = with_deadline(state.settings().backend_timeout, "listing alerts", state.store().alerts()).await?;
     let fleet = Channel::well_known(Channel::ALERTS);
     let visible = |alerts: Vec<Alert>| alerts.into_iter().filter(|a| may_see(&reader, &fleet, &a.agent_id)).collect();

@@ -7,8 +7,8 @@ use pulse_protocol::probe::Report;
 use pulse_protocol::{Channel, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AgentKey, AuthError};
-use crate::error::{BackendError, InputError, delegate_response_error, parse_body, with_deadline};
+use crate::auth::AgentKey;
+use crate::error::{ApiError, InputError, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
 use crate::routes::shared::validate_id;
 use crate::state::IngestState;
@@ -25,19 +25,6 @@ pub struct ReportAccepted {
     /// The same `report_id` was accepted before: nothing changed this time.
     pub duplicate: bool,
 }
-
-/// Why a report was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-delegate_response_error!(ReportError { Auth, Input, Backend });
 
 /// Checks what the types alone do not: sizes, and names that must not be
 /// empty. Runs before anything is written.
@@ -67,7 +54,7 @@ pub(crate) async fn post_report(
     state: web::Data<IngestState>,
     trace: TraceParent,
     body: web::Json<serde_json::Value>,
-) -> Result<HttpResponse, ReportError> {
+) -> Result<HttpResponse, ApiError> {
     let report: Report = parse_body(body.into_inner())?;
     validate(&report, state.settings().max_checks)?;
     caller.check_write(&Channel::for_agent(&report.agent_id), Some("agent_id"))?;
