@@ -255,7 +255,16 @@ export class PulseClient {
       this._failed(gen, { reason: String(e && e.message) });
       return;
     }
-    const conn = { ws, close: () => { ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null; try { ws.close(1000); } catch { /* ignore */ } } };
+    const conn = {
+      ws,
+      close: () => {
+        // Keep an error handler: closing a socket that is still connecting
+        // reports an error (Node's `ws` throws one that nobody listens to).
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        ws.onerror = () => {};
+        try { ws.close(1000); } catch { /* ignore */ }
+      },
+    };
     this._conn = conn;
     this._timer = this.clock.setTimeout(() => {
       if (gen !== this._gen) return;

@@ -104,6 +104,8 @@ port = ${stack.ingestPort}
 [redis]
 url = "${redisUrl}"
 prefix = "${prefix}"
+# Short history, so that a test can outrun it and see recovered:false.
+history_len = 50
 [auth]
 anonymous = true
 [[ingest.api_keys]]
@@ -219,6 +221,17 @@ export async function postReport(base, report) {
 let seq = 0;
 export function report(agentId, checks = [{ name: 'load', level: 'L1', status: 'ok' }]) {
   return { report_id: `${agentId}-${Date.now()}-${seq++}`, agent_id: agentId, ts: new Date().toISOString(), checks };
+}
+
+/** Publishes a batch of events (at most 100) to one channel. */
+export async function publishBatch(base, channel, type, datas) {
+  const res = await fetch(`${base}/api/v1/publish`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${PUBLISHER_KEY}` },
+    body: JSON.stringify({ events: datas.map((data) => ({ channel, type, data })) }),
+  });
+  if (!res.ok) throw new Error(`publish refused: ${res.status} ${await res.text()}`);
+  return res.json();
 }
 
 /** Publishes an event through the publish API. */

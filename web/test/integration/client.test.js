@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { PulseClient } from '../../client/pulse-client.js';
-import { startStack, waitFor, postReport, report, publish } from '../harness.js';
+import { startStack, waitFor, postReport, report, publish, publishBatch } from '../harness.js';
 
 let stack;
 before(async () => { stack = await startStack(); });
@@ -58,18 +58,23 @@ test('survives a gateway restart and gets the events published while it was away
   } finally { c.destroy(); }
 });
 
-test('a subscription resumed from an offset history no longer holds reports a gap', async () => {
+test('a resume from an offset history no longer holds reports a gap, then goes on live', async () => {
+  const first = await publish(stack.ingestBase, 'gapchan', 'x', { n: 0 });
+  // Far more than the history keeps (ingest history_len = 50).
+  for (let b = 0; b < 3; b++) {
+    await publishBatch(stack.ingestBase, 'gapchan', 'x', Array.from({ length: 100 }, (_, i) => ({ n: 1 + b * 100 + i })));
+  }
   const c = client();
   try {
     const gaps = [];
-    c.subscribe('gapchan', () => {}, { since: '1-0', onGap: (ch) => gaps.push(ch) });
-    await publish(stack.ingestBase, 'gapchan', 'x', { n: 1 });
-    await publish(stack.ingestBase, 'gapchan', 'x', { n: 2 });
-    c.connect();
-    await waitFor(() => c.state === 'live', { what: 'live' });
-    // Whether history reaches back to 1-0 is the server's call; either it
-    // replays both events or it says recovered:false. Both are handled.
-    await waitFor(() => gaps.length > 0 || (c.lastId('gapchan') && c.lastId('gapchan') !== '1-0'), { what: 'subscribed' });
+    const got = [];
+    c.subscribe('gapchan', (e) => got.push(e.data.n), { since: first.id, onGap: (ch) => gaps.push(ch) });
+    await waitFor(() => gaps.length === 1, { what: 'recovered:false' });
+    assert.deepEqual(gaps, ['gapchan']);
+    const n = got.length;
+    await publish(stack.ingestBase, 'gapchan', 'x', { n: 999 });
+    await waitFor(() => got.length === n + 1, { what: 'live event after the gap' });
+    assert.equal(got.at(-1), 999);
   } finally { c.destroy(); }
 });
 
@@ -98,5 +103,43 @@ test('an invalid subscribe gets an error frame and the connection stays live', a
     await waitFor(() => errors.length === 1, { what: 'error frame' });
     assert.equal(errors[0].code, 'invalid_channel');
     assert.equal(c.state, 'live');
+  } finally { c.destroy(); }
+});
+
+test('notices a gateway that goes silent (process stopped, socket open) and reconnects', async () => {
+  const c = client();
+  try {
+    const closes = [];
+    c.on('close', (e) => closes.push(e));
+    await waitFor(() => c.state === 'live', { what: 'live' });
+    stack.gateway.child.kill('SIGSTOP');
+    try {
+      // heartbeat_interval is 2 s: silence is noticed after about 4-6 s.
+      await waitFor(() => c.state === 'reconnecting', { what: 'silence detected', timeout: 30000 });
+      assert.equal(closes.at(-1).reason, 'server silent');
+    } finally {
+      stack.gateway.child.kill('SIGCONT');
+    }
+    await waitFor(() => c.state === 'live', { what: 'live again', timeout: 60000 });
+  } finally { c.destroy(); }
+});
+
+test('a draining gateway (SIGTERM, close 1012) is left at once and the client resumes on the next one', async () => {
+  const c = client({ backoff: { initialMs: 60000, maxMs: 60000 } }); // only 1012 may reconnect quickly
+  try {
+    const got = [];
+    const closes = [];
+    c.on('close', (e) => closes.push(e.code));
+    c.subscribe('drained', (e) => got.push(e.data.n));
+    await waitFor(() => c.state === 'live' && c.lastId('drained'), { what: 'live' });
+    await stack.gatewayStop('SIGTERM');
+    assert.ok(closes.includes(1012), `closes: ${closes}`);
+    await publish(stack.ingestBase, 'drained', 'x', { n: 1 });
+    await stack.gatewayStart();
+    // The first attempt after 1012 went out within 250 ms (to a gateway that
+    // was gone); the next uses the backoff, so reconnect now, like `online` would.
+    c.connect();
+    await waitFor(() => got.length === 1, { what: 'resumed event' });
+    assert.deepEqual(got, [1]);
   } finally { c.destroy(); }
 });
