@@ -22,10 +22,27 @@ export const PUBLISHER_KEY = 'test-publisher-key';
 
 /** Builds the server binaries with cargo when they are missing. */
 export function ensureBinaries() {
-  const bins = ['pulse-gateway', 'pulse-ingest'];
+  const bins = ['pulse-gateway', 'pulse-ingest', 'pulse'];
   if (bins.every((b) => existsSync(path.join(binDir, b)))) return;
-  const r = spawnSync('cargo', ['build', '-p', 'pulse-websocket-gateway', '-p', 'pulse-ingest'], { cwd: repoDir, stdio: 'inherit' });
+  const r = spawnSync('cargo', ['build', '-p', 'pulse-websocket-gateway', '-p', 'pulse-ingest', '-p', 'pulse'], { cwd: repoDir, stdio: 'inherit' });
   if (r.status !== 0) throw new Error('cargo build failed');
+}
+
+/** Standalone `pulse` (in memory, one port) with its demo fleet. */
+export async function startStandalone({ agents = 12 } = {}) {
+  ensureBinaries();
+  const port = await freePort();
+  const proc = new Proc('pulse', path.join(binDir, 'pulse'),
+    ['--port', String(port), '--host', '127.0.0.1', '--demo', '--agents', String(agents), '--static-dir', path.join(webDir, 'dashboard')],
+    { cwd: repoDir, env: { ...process.env, RUST_LOG: 'warn' } });
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor(() => httpOk(`${base}/readyz`), { what: 'pulse ready', timeout: 60000 });
+  } catch (e) {
+    await proc.stop();
+    throw new Error(`${e.message}\n${proc.output}`);
+  }
+  return { base, proc, stop: () => proc.stop() };
 }
 
 export async function freePort() {
