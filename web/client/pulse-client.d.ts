@@ -45,6 +45,8 @@ export interface PulseClientOptions {
   /** Until `welcome` says otherwise. The server is considered gone after ~2× this with no frame. */
   heartbeatIntervalMs?: number;
   connectTimeoutMs?: number;
+  /** A connection live this long resets the backoff (default 5000). */
+  stableAfterMs?: number;
   /** Consecutive WebSocket attempts that never open before trying SSE (default 3). */
   sseAfterAttempts?: number;
   /** Total failed attempts (WebSocket + SSE) before polling history (default 6). */

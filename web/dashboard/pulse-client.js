@@ -61,6 +61,7 @@ export class PulseClient {
     this.backoff = { initialMs: 500, maxMs: 30000, factor: 2, ...(options.backoff || {}) };
     this.heartbeatIntervalMs = options.heartbeatIntervalMs || 15000;
     this.connectTimeoutMs = options.connectTimeoutMs || 10000;
+    this.stableAfterMs = options.stableAfterMs ?? 5000;
     this.sseAfterAttempts = options.sseAfterAttempts ?? 3;
     this.pollAfterAttempts = options.pollAfterAttempts ?? 6;
     this.pollIntervalMs = options.pollIntervalMs || 5000;
@@ -77,9 +78,11 @@ export class PulseClient {
     this._hb = null; // heartbeat timer
     this._poll = null;
     this._lastHeard = 0;
+    this._liveSince = 0;
     this._wsFailures = 0; // WebSocket attempts that never opened
     this._sseFailures = 0;
     this._stopped = true;
+    this._waiting = false;
     this._gen = 0; // increments per connection attempt; stale callbacks compare it
 
     this._onOnline = () => this._online();
@@ -207,12 +210,16 @@ export class PulseClient {
 
   _chooseTransport() {
     const has = (t) => this.transports.includes(t);
-    if (has('ws') && this.WebSocket && this._wsFailures < this.sseAfterAttempts) return 'ws';
-    if (has('sse') && this.EventSource && this._subs.size > 0 && this._sseFailures < this.pollAfterAttempts - this.sseAfterAttempts) return 'sse';
-    if (has('poll') && this.fetch && this._subs.size > 0) return 'poll';
-    if (has('ws') && this.WebSocket) return 'ws';
-    if (has('sse') && this.EventSource && this._subs.size > 0) return 'sse';
-    return has('poll') && this.fetch ? 'poll' : 'ws';
+    const ws = has('ws') && this.WebSocket;
+    // SSE and polling carry a fixed set of channels: they wait for one.
+    const sse = has('sse') && this.EventSource && this._subs.size > 0;
+    const poll = has('poll') && this.fetch && this._subs.size > 0;
+    if (ws && this._wsFailures < this.sseAfterAttempts) return 'ws';
+    if (sse && this._sseFailures < this.pollAfterAttempts - this.sseAfterAttempts) return 'sse';
+    if (poll) return 'poll';
+    if (ws) return 'ws';
+    if (sse) return 'sse';
+    return null;
   }
 
   async _open() {
@@ -231,6 +238,13 @@ export class PulseClient {
       }
     }
     const transport = this._chooseTransport();
+    if (!transport) {
+      // Nothing to open yet (SSE or polling without a subscription):
+      // the first subscribe() opens it.
+      this._waiting = true;
+      return;
+    }
+    this._waiting = false;
     if (this.transport !== transport) {
       this.transport = transport;
       this._emit('transport', transport);
@@ -312,7 +326,10 @@ export class PulseClient {
       case 'welcome':
         if (msg.heartbeat_interval_ms > 0) this.heartbeatIntervalMs = msg.heartbeat_interval_ms;
         if (this._timer !== null) { this.clock.clearTimeout(this._timer); this._timer = null; }
-        this.attempt = 0;
+        // The backoff starts over only once this connection proves stable
+        // (see _failed), so a server that accepts and drops at once is not
+        // hammered.
+        this._liveSince = this.clock.now();
         this._emit('welcome', msg);
         if (this.transport === 'ws') {
           this._wsFailures = 0;
@@ -389,6 +406,7 @@ export class PulseClient {
 
   _subscribeOnTransport(channel) {
     if (this._stopped || this.fatal) return;
+    if (this._waiting) { this._teardown(); this._open(); return; }
     if (this.transport === 'ws') {
       if (this.state === 'live') this._sendSubscribe(channel, this._subs.get(channel));
     } else if (this.transport === 'sse' || this.transport === 'poll') {
@@ -476,6 +494,8 @@ export class PulseClient {
   _failed(gen, info = {}) {
     if (gen !== this._gen || this._stopped) return;
     this._teardown();
+    if (this._liveSince && this.clock.now() - this._liveSince >= this.stableAfterMs) this.attempt = 0;
+    this._liveSince = 0;
     const online = !this._window || !this._window.navigator || this._window.navigator.onLine !== false;
     const delay = info.immediate ? Math.floor(this.random() * 250) : backoffDelay(this.attempt, this.backoff, this.random);
     this.attempt++;

@@ -194,6 +194,9 @@ export async function startProxy({ api, gateway }) {
     const up = http.request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode, r.headers);
       r.pipe(res);
+      // The upstream died mid-response (a stopped gateway under a stream):
+      // cut the client off too, as a load balancer would.
+      r.on('close', () => { if (!r.complete) res.destroy(); });
     });
     up.on('error', () => { if (!res.headersSent) res.writeHead(502); res.end(); });
     res.on('close', () => up.destroy());

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startStack, postReport, report, publish, webDir } from '../harness.js';
+import { startStack, postReport, report, publish, webDir, freePort } from '../harness.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const LONG = { timeout: 60000 };
@@ -94,6 +94,54 @@ test('dashboard: live badge, reports, alerts, gateway restart without loss, scre
     assert.ok(overflow <= 0, `page overflows a narrow screen by ${overflow}px`);
     await page.screenshot({ path: path.join(webDir, 'test-results', 'dashboard-narrow.png'), fullPage: true });
     assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
+test('the client in the browser over SSE (real EventSource) resumes after a gateway restart', async () => {
+  const page = await browser.newPage();
+  try {
+    await page.goto(stack.base + '/pulse-client.js'); // same origin, nothing running
+    await page.evaluate(async () => {
+      const { PulseClient } = await import('/pulse-client.js');
+      window.got = [];
+      window.c = new PulseClient({ transports: ['sse'], backoff: { initialMs: 100, maxMs: 1000 } });
+      window.c.subscribe('sse-test', (e) => window.got.push(e.data.n));
+    });
+    await page.waitForFunction(() => window.c.state === 'live' && window.c.transport === 'sse' && window.c.lastId('sse-test'), null, LONG);
+    await publish(stack.ingestBase, 'sse-test', 'x', { n: 1 });
+    await page.waitForFunction(() => window.got.length === 1, null, LONG);
+    await stack.gatewayStop();
+    await page.waitForFunction(() => window.c.state === 'reconnecting', null, LONG);
+    await publish(stack.ingestBase, 'sse-test', 'x', { n: 2 });
+    await stack.gatewayStart();
+    await page.waitForFunction(() => window.c.state === 'live', null, { timeout: 90000 });
+    await publish(stack.ingestBase, 'sse-test', 'x', { n: 3 });
+    await page.waitForFunction(() => window.got.length >= 3, null, LONG);
+    assert.deepEqual(await page.evaluate(() => window.got), [1, 2, 3]);
+    await page.evaluate(() => window.c.destroy());
+  } finally {
+    await page.close();
+  }
+});
+
+test('the client in the browser falls back to SSE when WebSocket cannot connect', async () => {
+  const page = await browser.newPage();
+  try {
+    await page.goto(stack.base + '/pulse-client.js');
+    const deadPort = await freePort();
+    await page.evaluate(async ({ base, deadPort }) => {
+      const { PulseClient } = await import('/pulse-client.js');
+      window.got = [];
+      // WebSocket to a port nobody listens on: blocked, as by a proxy that refuses upgrades.
+      window.c = new PulseClient({ url: `ws://127.0.0.1:${deadPort}/ws`, httpBase: base, backoff: { initialMs: 50, maxMs: 200 }, sseAfterAttempts: 3 });
+      window.c.subscribe('fallback', (e) => window.got.push(e.data.n));
+    }, { base: stack.base, deadPort });
+    await page.waitForFunction(() => window.c.state === 'live' && window.c.transport === 'sse' && window.c.lastId('fallback'), null, LONG);
+    await publish(stack.ingestBase, 'fallback', 'x', { n: 1 });
+    await page.waitForFunction(() => window.got.length === 1, null, LONG);
+    await page.evaluate(() => window.c.destroy());
   } finally {
     await page.close();
   }

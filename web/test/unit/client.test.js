@@ -64,7 +64,13 @@ test('reconnects forever with capped jittered delays, resetting after a live con
   last().welcome();
   assert.equal(client.state, 'live');
   last().serverClose(1011);
-  assert.equal(clock.pending()[0], Math.floor(0.999 * 100), 'backoff starts over after being live');
+  assert.equal(clock.pending()[0], Math.floor(0.999 * 1000), 'a connection dropped at once keeps backing off');
+  await clock.tick(1000);
+  last().open();
+  last().welcome(10000);
+  await clock.tick(5000);
+  last().serverClose(1011);
+  assert.equal(clock.pending()[0], Math.floor(0.999 * 100), 'backoff starts over after a stable connection');
   assert.deepEqual(states.slice(-2), ['live', 'reconnecting']);
   client.destroy();
 });
