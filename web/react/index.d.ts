@@ -1,4 +1,4 @@
-import type { ReactNode } from 'react';
+import type { ReactElement, ReactNode } from 'react';
 import type { PulseClient, PulseClientOptions, PulseEvent, PulseState } from '../client/pulse-client';
 
 export interface PulseProviderProps {
@@ -7,7 +7,7 @@ export interface PulseProviderProps {
   options?: PulseClientOptions;
   children?: ReactNode;
 }
-export function PulseProvider(props: PulseProviderProps): JSX.Element;
+export function PulseProvider(props: PulseProviderProps): ReactElement;
 export function usePulseClient(client?: PulseClient): PulseClient;
 export function usePulse(client?: PulseClient): { state: PulseState; live: boolean; client: PulseClient };
 export function useChannel<D = unknown>(
