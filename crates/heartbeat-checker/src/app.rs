@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer};
 use anyhow::Context;
-use pulse_bus::{RedisBus, RedisBusConfig};
+use pulse_bus::RedisBus;
 use pulse_runtime::{Health, HttpSettings, RedisSettings, SettingsError, SettingsLoader, Shutdown, TelemetrySettings};
 use pulse_store::{RedisStore, Store, StoreSettings};
 use serde::Deserialize;
@@ -128,12 +128,7 @@ impl Application {
 /// Connects to Redis (retrying with backoff until it answers or shutdown)
 /// and runs the checker.
 async fn work(settings: Settings, shared: SharedStore, shutdown: Shutdown) {
-    let config = RedisBusConfig {
-        url: settings.redis.url.clone(),
-        prefix: settings.redis.prefix.clone(),
-        history_len: settings.redis.history_len,
-        pool_size: settings.redis.pool_size,
-    };
+    let config = settings.redis.bus_config();
     let mut retry = Duration::from_millis(100);
     let mut warned = false;
     let bus = loop {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use anyhow::Context;
-use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
+use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus};
 use pulse_runtime::{Health, Shutdown};
 use pulse_store::{MemoryStore, RedisStore, Store};
 
@@ -110,14 +110,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<(Arc<dyn Bus>, Arc<d
     Ok(match settings.bus {
         BusKind::Redis => {
             let redis = &settings.redis;
-            let bus = RedisBus::connect(RedisBusConfig {
-                url: redis.url.clone(),
-                prefix: redis.prefix.clone(),
-                history_len: redis.history_len,
-                pool_size: redis.pool_size,
-            })
-            .await
-            .context("cannot connect to Redis")?;
+            let bus = RedisBus::connect(redis.bus_config()).await.context("cannot connect to Redis")?;
             let store = RedisStore::new(bus.clone(), store_settings);
             (Arc::new(bus), Arc::new(store))
         }

@@ -573,6 +573,18 @@ impl Default for RedisSettings {
     }
 }
 
+impl RedisSettings {
+    /// What the Redis bus needs from these settings.
+    pub fn bus_config(&self) -> pulse_bus::RedisBusConfig {
+        pulse_bus::RedisBusConfig {
+            url: self.url.clone(),
+            prefix: self.prefix.clone(),
+            history_len: self.history_len,
+            pool_size: self.pool_size,
+        }
+    }
+}
+
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisSettings")

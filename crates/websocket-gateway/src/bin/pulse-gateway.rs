@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use pulse_bus::{RedisBus, RedisBusConfig};
+use pulse_bus::RedisBus;
 use pulse_store::{RedisStore, StoreSettings};
 use pulse_websocket_gateway::{Application, Settings, StoreSnapshots};
 
@@ -26,14 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = pulse_runtime::init_telemetry("pulse-gateway", &settings.telemetry)?;
     let metrics = pulse_runtime::install_metrics()?;
     let redis = &settings.redis;
-    let bus = RedisBus::connect(RedisBusConfig {
-        url: redis.url.clone(),
-        prefix: redis.prefix.clone(),
-        history_len: redis.history_len,
-        pool_size: redis.pool_size,
-    })
-    .await
-    .context("connecting to Redis")?;
+    let bus = RedisBus::connect(redis.bus_config()).await.context("connecting to Redis")?;
     // Only reads from the store (`refresh` of agents and alerts).
     let store = RedisStore::new(bus.clone(), StoreSettings::default());
     let snapshots = Arc::new(StoreSnapshots(Arc::new(store)));
