@@ -46,7 +46,9 @@ async fn the_checker_takes_a_silent_demo_agent_offline() {
         "the silent agent to go offline",
         DEADLINE,
         next_event_where(&mut client, |e| {
-            e.event_type.as_str() == "agent_status_changed" && e.data["new_status"] == "offline"
+            e.event_type.as_str() == "agent_status_changed"
+                && e.data["new_status"] == "offline"
+                && e.data["agent_id"] == silent.as_str()
         }),
     )
     .await
