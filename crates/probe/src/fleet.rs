@@ -176,6 +176,11 @@ struct Inner {
 impl Fleet {
     pub fn new(config: FleetConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(!config.interval.is_zero(), "the report interval must be more than zero");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&config.l3_failure_rate),
+            "the L3 failure rate is a probability between 0 and 1, not {}",
+            config.l3_failure_rate
+        );
         let client = reqwest::Client::builder().timeout(config.request_timeout).build()?;
         let base = config.base_url.trim_end_matches('/');
         let url = format!("{base}/api/v1/reports");

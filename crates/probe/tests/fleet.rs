@@ -214,3 +214,11 @@ async fn a_timeout_is_retried_with_the_same_report_id() {
     assert_eq!(bodies.len(), 2);
     assert!(bodies.iter().all(|b| b["report_id"] == report.report_id.as_str()), "{bodies:?}");
 }
+
+#[test]
+fn nonsense_settings_are_refused() {
+    let base = FleetConfig::default();
+    assert!(Fleet::new(FleetConfig { interval: Duration::ZERO, ..base.clone() }).is_err());
+    assert!(Fleet::new(FleetConfig { l3_failure_rate: 1.5, ..base.clone() }).is_err());
+    assert!(Fleet::new(FleetConfig { l3_failure_rate: f64::NAN, ..base }).is_err());
+}
