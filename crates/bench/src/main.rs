@@ -1,0 +1,173 @@
+//! `pulse-bench`: load generator for Pulse gateways, and the reference
+//! broadcaster it is compared with. See `docs/benchmarks.md`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use pulse_bench::reference::{self, ReferenceConfig};
+use pulse_bench::{Layout, Publisher, RunConfig, report};
+use pulse_bus::{RedisBus, RedisBusConfig};
+use pulse_protocol::Channel;
+
+#[derive(Parser)]
+#[command(version, about = "Benchmark for Pulse gateways")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open N WebSocket clients, publish at a rate, report delivery,
+    /// loss, latency and the server's CPU and memory.
+    Run(RunArgs),
+    /// The minimal reference broadcaster (one Redis channel to every client).
+    ReferenceServer(ReferenceArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Gateway WebSocket URL; repeat for several gateways.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8080/ws")]
+    urls: Vec<String>,
+    /// Number of clients.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    clients: usize,
+    /// Channel every client subscribes to.
+    #[arg(long, default_value = "bench")]
+    channel: String,
+    /// Each client on its own `{agent-prefix}{i}` channel plus `--channel`;
+    /// events spread over all of them.
+    #[arg(long)]
+    many_channels: bool,
+    #[arg(long, default_value = "agent:bench-")]
+    agent_prefix: String,
+    /// Events per second (all channels together).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Padding bytes in each event's data (40 gives frames of ~140 B on Pulse).
+    #[arg(long, default_value_t = 40)]
+    pad: usize,
+    /// Seconds to wait for late deliveries after publishing.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Hold the connections this many seconds without publishing, for
+    /// memory per connection.
+    #[arg(long)]
+    idle: bool,
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+    /// Redis URL for publishing directly on the bus.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    #[arg(long, default_value = "pulse:")]
+    prefix: String,
+    /// Publish through ingest's API at this base URL instead of the bus.
+    #[arg(long)]
+    ingest_url: Option<String>,
+    /// Publisher API key for `--ingest-url`.
+    #[arg(long, env = "PULSE_BENCH_API_KEY", default_value = "")]
+    api_key: String,
+    /// PID of the server to measure (CPU, RSS) from /proc.
+    #[arg(long, alias = "gateway-pid")]
+    server_pid: Option<u32>,
+    /// Bind clients to 127.0.x.y source addresses (default: when > 5,000 clients).
+    #[arg(long)]
+    spread_sources: Option<bool>,
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Label of the run in the output.
+    #[arg(long, default_value = "run")]
+    label: String,
+}
+
+#[derive(Args)]
+struct ReferenceArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// Redis pub/sub channel (`{prefix}ch:{channel}` of the Pulse bus).
+    #[arg(long, default_value = "pulse:ch:bench")]
+    redis_channel: String,
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::ReferenceServer(args) => {
+            pulse_bench::run::raise_nofile();
+            let (addr, serving) = reference::serve(ReferenceConfig {
+                listen: args.listen,
+                redis_url: args.redis_url,
+                redis_channel: args.redis_channel,
+                queue: args.queue,
+            })
+            .await?;
+            println!("reference server listening on ws://{addr}/ws");
+            tokio::select! {
+                done = serving => done,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let channel = Channel::parse(&args.channel).context("--channel")?;
+    let layout = if args.many_channels {
+        Layout::PerClient { prefix: args.agent_prefix.clone(), shared: channel }
+    } else {
+        Layout::Single(channel)
+    };
+    let config = RunConfig {
+        urls: args.urls.clone(),
+        clients: args.clients,
+        layout,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        pad: args.pad,
+        drain: Duration::from_secs_f64(args.drain),
+        connect_concurrency: args.connect_concurrency,
+        spread_sources: args.spread_sources.unwrap_or(args.clients > 5_000),
+        server_pid: args.server_pid,
+        idle_hold: args.idle.then(|| Duration::from_secs_f64(args.hold)),
+        max_in_flight: args.max_in_flight,
+    };
+    let publisher = if args.idle {
+        None
+    } else if let Some(base) = &args.ingest_url {
+        Some(Publisher::ingest(base, &args.api_key))
+    } else {
+        let bus = RedisBus::connect(RedisBusConfig {
+            url: args.redis_url.clone(),
+            prefix: args.prefix.clone(),
+            history_len: 10_000,
+            pool_size: 8,
+        })
+        .await
+        .context("connecting to Redis")?;
+        Some(Publisher::Bus(Arc::new(bus)))
+    };
+    let report = pulse_bench::run(&config, publisher).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"label": args.label, "report": report}))?);
+    } else {
+        print!("{}", report::table(&args.label, &report));
+    }
+    Ok(())
+}
