@@ -169,11 +169,14 @@ pub async fn receive(
             batch.clear();
         }
     };
+    let mut stopped = std::pin::pin!(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
     loop {
         let msg = tokio::select! {
             biased;
             msg = ws.next() => msg,
-            _ = stop.wait_for(|s| *s) => break,
+            () = &mut stopped => break,
         };
         match msg {
             Some(Ok(Message::Text(text))) => {

@@ -40,7 +40,7 @@ struct RunArgs {
     #[arg(long, default_value = "bench")]
     channel: String,
     /// Each client on its own `{agent-prefix}{i}` channel plus `--channel`;
-    /// events spread over all of them.
+    /// 1 % of the events go to `--channel` (every client), the rest to the agent channels in turn.
     #[arg(long)]
     many_channels: bool,
     #[arg(long, default_value = "agent:bench-")]

@@ -16,13 +16,17 @@ use crate::client::{self, ClientOutcome, Shared, Target};
 use crate::procstat::{self, PeakSampler, ProcSample};
 use crate::publisher::Publisher;
 
+/// In [`Layout::PerClient`], one event in this many goes to the shared channel.
+pub const SHARED_EVERY: u64 = 100;
+
 /// Which channels clients subscribe to and where events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     /// Every client on one channel; every event to it.
     Single(Channel),
-    /// Client `i` on `{prefix}{i}` plus `shared`; event `seq` goes to
-    /// channel `seq % (clients + 1)`, the last index being `shared`.
+    /// Client `i` on `{prefix}{i}` plus `shared`. One event in
+    /// [`SHARED_EVERY`] goes to `shared` (index `clients`), the others to
+    /// the agent channels in turn (`seq % clients`).
     PerClient { prefix: String, shared: Channel },
 }
 
@@ -38,7 +42,8 @@ impl Layout {
     fn target_of(&self, seq: u64, clients: usize) -> usize {
         match self {
             Self::Single(_) => 0,
-            Self::PerClient { .. } => (seq % (clients as u64 + 1)) as usize,
+            Self::PerClient { .. } if seq % SHARED_EVERY == SHARED_EVERY - 1 => clients,
+            Self::PerClient { .. } => (seq % clients.max(1) as u64) as usize,
         }
     }
 

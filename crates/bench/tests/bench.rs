@@ -68,13 +68,13 @@ async fn every_event_reaches_every_client_once_on_the_memory_bus() {
 async fn many_channels_route_each_event_to_its_owner_and_shared_to_all() {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(MemoryBusConfig { history_len: 10_000 }));
     let port = gateway(bus.clone()).await;
-    let mut config = config(&format!("ws://127.0.0.1:{port}/ws"), 4, 500.0, 100);
+    let mut config = config(&format!("ws://127.0.0.1:{port}/ws"), 4, 2500.0, 100);
     config.layout = Layout::PerClient { prefix: "agent:b".into(), shared: Channel::parse("alerts").unwrap() };
     config.spread_sources = true;
     let report = run(&config, Some(Publisher::Bus(bus))).await.unwrap();
-    // 50 events over 5 channels: 10 on each agent channel, 10 on alerts.
-    assert_eq!(report.published, 50);
-    assert_eq!(report.expected, 4 * (10 + 10));
+    // 250 events: #99 and #199 on alerts (to all 4), 248 on the agent channels.
+    assert_eq!(report.published, 250);
+    assert_eq!(report.expected, 4 * 2 + 248);
     assert_eq!(report.delivered, report.expected, "{report:#?}");
     assert_eq!((report.lost, report.duplicates, report.misrouted), (0, 0, 0));
 }
