@@ -71,9 +71,16 @@ struct RunArgs {
     /// Publish through ingest's API at this base URL instead of the bus.
     #[arg(long)]
     ingest_url: Option<String>,
-    /// Publisher API key for `--ingest-url`.
+    /// Publisher API key for `--ingest-url` (an agent key with `--reports`).
     #[arg(long, env = "PULSE_BENCH_API_KEY", default_value = "")]
     api_key: String,
+    /// With `--ingest-url`: post probe reports (`/api/v1/reports`) from
+    /// `--agents` simulated agents instead of generic events; subscribe
+    /// the clients to `reports` to see them.
+    #[arg(long)]
+    reports: bool,
+    #[arg(long, default_value_t = 100)]
+    agents: u64,
     /// PID of the server to measure (CPU, RSS) from /proc.
     #[arg(long, alias = "gateway-pid")]
     server_pid: Option<u32>,
@@ -151,7 +158,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let publisher = if args.idle {
         None
     } else if let Some(base) = &args.ingest_url {
-        Some(Publisher::ingest(base, &args.api_key))
+        Some(if args.reports {
+            Publisher::reports(base, &args.api_key, args.agents)
+        } else {
+            Publisher::ingest(base, &args.api_key)
+        })
     } else {
         let bus = RedisBus::connect(RedisBusConfig {
             url: args.redis_url.clone(),
