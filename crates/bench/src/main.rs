@@ -51,8 +51,8 @@ struct RunArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Padding bytes in each event's data (40 gives frames of ~140 B on Pulse).
-    #[arg(long, default_value_t = 40)]
+    /// Padding bytes in each event's data (0 gives Pulse frames of ~144 B).
+    #[arg(long, default_value_t = 0)]
     pad: usize,
     /// Seconds to wait for late deliveries after publishing.
     #[arg(long, default_value_t = 5.0)]

@@ -101,7 +101,7 @@ impl RunConfig {
             layout: Layout::Single(channel),
             rate: 100.0,
             duration: Duration::from_secs(1),
-            pad: 40,
+            pad: 0,
             drain: Duration::from_secs(5),
             connect_concurrency: 256,
             spread_sources: false,
