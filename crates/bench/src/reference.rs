@@ -35,9 +35,12 @@ type Clients = Arc<RwLock<std::collections::HashMap<u64, mpsc::Sender<Message>>>
 const WELCOME: &str = r#"{"type":"welcome","connection_id":"ref","heartbeat_interval_ms":15000,"client_timeout_ms":45000,"authenticated":true}"#;
 
 /// Small buffers, as a tuned server would use: clients send little (1 KiB read
-/// buffer, grown on demand for larger frames), and writes go straight out.
+/// buffer, grown on demand for larger frames). Frames are written to the
+/// socket when 16 KiB are buffered or on flush, so the frames a writer finds
+/// queued go out in one write; the write buffer grows only as far as a
+/// client's traffic needs.
 fn server_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(0)
+    WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(16 * 1024)
 }
 
 /// Binds and returns the bound address and a future serving until the

@@ -1,7 +1,6 @@
 //! A benchmark run: open the clients, publish at a rate, drain, account.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -214,7 +213,7 @@ pub async fn run(config: &RunConfig, publisher: Option<Publisher>) -> anyhow::Re
     let server_peak = config.server_pid.map(|pid| PeakSampler::start(Some(pid), Duration::from_millis(100)));
 
     // Connect everyone.
-    let shared = Shared::new();
+    let shared = Shared::new(config.clients);
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(config.connect_concurrency.max(1)));
     let mut connecting = JoinSet::new();
@@ -231,7 +230,7 @@ pub async fn run(config: &RunConfig, publisher: Option<Publisher>) -> anyhow::Re
             let opened = client::open(&target, source, &channels).await;
             drop(permit);
             opened.map(|(ws, set, took)| {
-                let outcome = tokio::spawn(client::receive(ws, set, shared, stop));
+                let outcome = tokio::spawn(client::receive(i, ws, set, shared, stop));
                 (Opened { index: i, outcome }, took)
             })
         });
@@ -287,11 +286,11 @@ pub async fn run(config: &RunConfig, publisher: Option<Publisher>) -> anyhow::Re
         report.publish_secs = publish_started.elapsed().as_secs_f64();
         report.expected = expected_deliveries(config, &opened, &published);
         let drain_until = Instant::now() + config.drain;
-        let mut last_seen = shared.received.load(Ordering::Relaxed);
+        let mut last_seen = shared.received();
         last_delivery = Instant::now();
         while Instant::now() < drain_until && last_seen < report.expected {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let now_seen = shared.received.load(Ordering::Relaxed);
+            let now_seen = shared.received();
             if now_seen != last_seen {
                 last_delivery = Instant::now();
                 last_seen = now_seen;
