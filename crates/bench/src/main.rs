@@ -63,6 +63,9 @@ struct RunArgs {
     idle: bool,
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
+    /// Do not subscribe (idle mode: what a bare connection costs).
+    #[arg(long)]
+    no_subscribe: bool,
     /// Redis URL for publishing directly on the bus.
     #[arg(long, default_value = "redis://127.0.0.1:6379/")]
     redis_url: String,
@@ -154,6 +157,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         server_pid: args.server_pid,
         idle_hold: args.idle.then(|| Duration::from_secs_f64(args.hold)),
         max_in_flight: args.max_in_flight,
+        subscribe: !args.no_subscribe,
     };
     let publisher = if args.idle {
         None

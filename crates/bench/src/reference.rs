@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::RwLock;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -46,7 +46,11 @@ fn server_config() -> WebSocketConfig {
 /// Binds and returns the bound address and a future serving until the
 /// Redis subscription ends.
 pub async fn serve(config: ReferenceConfig) -> anyhow::Result<(SocketAddr, impl Future<Output = anyhow::Result<()>>)> {
-    let listener = TcpListener::bind(config.listen).await?;
+    // A deep accept queue, as thousands of clients connect at once.
+    let socket = if config.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(config.listen)?;
+    let listener = socket.listen(4096)?;
     let addr = listener.local_addr()?;
     let clients: Clients = Arc::default();
     let redis = redis::Client::open(config.redis_url.as_str())?;

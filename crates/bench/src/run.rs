@@ -90,6 +90,9 @@ pub struct RunConfig {
     pub idle_hold: Option<Duration>,
     /// Publishes in flight at once.
     pub max_in_flight: usize,
+    /// Subscribe after `welcome` (off: bare connections, for what a
+    /// connection costs before any subscription).
+    pub subscribe: bool,
 }
 
 impl RunConfig {
@@ -107,6 +110,7 @@ impl RunConfig {
             server_pid: None,
             idle_hold: None,
             max_in_flight: 64,
+            subscribe: true,
         }
     }
 }
@@ -221,7 +225,7 @@ pub async fn run(config: &RunConfig, publisher: Option<Publisher>) -> anyhow::Re
     for i in 0..config.clients {
         let target = targets[i % targets.len()].clone();
         let source = config.spread_sources.then(|| client::source_ip(i));
-        let channels = config.layout.channels_of(i)?;
+        let channels = if config.subscribe { config.layout.channels_of(i)? } else { Vec::new() };
         let gate = gate.clone();
         let shared = shared.clone();
         let stop = stop_rx.clone();
