@@ -271,11 +271,17 @@ fn file_format(path: &Path) -> FileFormat {
 /// carries the key in its `Type` and `At` variants; serde's "missing field"
 /// arrives as a message under the parent key, which is joined back here.
 fn from_config_error(service: &str, file: Option<&Path>, err: ConfigError) -> SettingsError {
+    // `config` names a file relative to the working directory
+    // (`../../tmp/x.toml`); name it as the user gave it instead.
+    let origin_of = |origin: Option<String>| match (origin, file) {
+        (Some(origin), Some(file)) if !origin.contains("environment") => Some(file.display().to_string()),
+        (origin, _) => origin,
+    };
     match err {
         ConfigError::Type { origin, unexpected, expected, key } => SettingsError::Invalid {
             key: key.unwrap_or_else(|| "?".to_owned()),
             reason: format!("invalid type: {unexpected}, expected {expected}"),
-            origin,
+            origin: origin_of(origin),
         },
         ConfigError::At { error, origin, key } => {
             let reason = error.to_string();
@@ -283,7 +289,11 @@ fn from_config_error(service: &str, file: Option<&Path>, err: ConfigError) -> Se
             if let Some(field) = missing_field(&reason) {
                 return SettingsError::Missing { key: join_key(&key, field) };
             }
-            SettingsError::Invalid { key: if key.is_empty() { "?".to_owned() } else { key }, reason, origin }
+            SettingsError::Invalid {
+                key: if key.is_empty() { "?".to_owned() } else { key },
+                reason,
+                origin: origin_of(origin),
+            }
         }
         ConfigError::NotFound(key) => SettingsError::Missing { key },
         ConfigError::Message(message) => match missing_field(&message) {
@@ -291,7 +301,7 @@ fn from_config_error(service: &str, file: Option<&Path>, err: ConfigError) -> Se
             None => SettingsError::Other { service: service.to_owned(), reason: message },
         },
         ConfigError::FileParse { uri, cause } => SettingsError::File {
-            path: uri.map(PathBuf::from).or_else(|| file.map(Path::to_path_buf)).unwrap_or_default(),
+            path: file.map(Path::to_path_buf).or_else(|| uri.map(PathBuf::from)).unwrap_or_default(),
             reason: cause.to_string(),
         },
         other => SettingsError::Other { service: service.to_owned(), reason: other.to_string() },
