@@ -201,7 +201,13 @@ pub enum BackendError {
 
 impl From<StoreError> for BackendError {
     fn from(err: StoreError) -> Self {
-        if err.is_unavailable() { Self::Unavailable(err.to_string()) } else { Self::Unexpected(err.into()) }
+        // Contention (one agent's state changing faster than the store's
+        // compare-and-set retries) is transient too: the probe retries later.
+        if err.is_unavailable() || matches!(err, StoreError::Contention { .. }) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Unexpected(err.into())
+        }
     }
 }
 
