@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::App;
 use actix_web::dev::Server;
-use actix_web::{App, HttpServer};
 use anyhow::Context;
 use pulse_bus::Bus;
 use pulse_ingest::IngestState;
@@ -73,25 +73,17 @@ impl Standalone {
 
         let server = {
             let health = health.clone();
-            let gateway = gateway.clone();
+            let app_gateway = gateway.clone();
             let static_dir = static_dir.clone();
-            HttpServer::new(move || {
+            let app = move || {
                 App::new()
                     .configure(pulse_runtime::configure_ops(health.clone(), metrics.clone()))
                     .configure(|cfg| pulse_ingest::configure(cfg, state.clone()))
-                    .configure(pulse_websocket_gateway::configure(gateway.clone()))
+                    .configure(pulse_websocket_gateway::configure(app_gateway.clone()))
                     // Last: it answers every path.
                     .configure(pulse_websocket_gateway::configure_static(static_dir.as_deref()))
-            })
-            // Without this actix keeps a closed WebSocket's socket open for
-            // a second.
-            .client_disconnect_timeout(Duration::ZERO)
-            // Shutdown is ours (drain first), not actix's.
-            .disable_signals()
-            .shutdown_timeout(2)
-            .max_connections(max_connections.saturating_add(1024))
-            .listen(listener)?
-            .run()
+            };
+            pulse_websocket_gateway::serve(listener, gateway.clone(), app, max_connections.saturating_add(1024))?
         };
 
         let fleet = if settings.demo.enabled {

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use actix_web::HttpRequest;
+use actix_web::dev::RequestHead;
 use actix_web::http::header;
 use pulse_auth::{AuthError, Claims, Verifier};
 use pulse_protocol::Channel;
@@ -47,7 +47,7 @@ impl Identity {
 
 /// The identity a request carries: its token (header, then `token` query
 /// parameter) verified, else anonymous or unauthenticated per settings.
-pub(crate) fn identify(req: &HttpRequest, verifier: Option<&Verifier>, anonymous: bool) -> Result<Identity, AuthError> {
+pub(crate) fn identify(req: &RequestHead, verifier: Option<&Verifier>, anonymous: bool) -> Result<Identity, AuthError> {
     match request_token(req) {
         Some(token) => verify(verifier, &token).map(Identity::from_claims),
         None if anonymous => Ok(Identity::Anonymous),
@@ -65,13 +65,13 @@ pub(crate) fn verify(verifier: Option<&Verifier>, token: &str) -> Result<Claims,
 
 /// `Authorization: Bearer …`, else the `token` query parameter (last resort:
 /// query strings end up in logs).
-fn request_token(req: &HttpRequest) -> Option<String> {
+fn request_token(req: &RequestHead) -> Option<String> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
         && let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
     {
         return Some(token.trim().to_owned());
     }
-    query_param(req.query_string(), "token")
+    query_param(req.uri.query().unwrap_or(""), "token")
 }
 
 /// A decoded query parameter.
@@ -87,18 +87,28 @@ pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
 /// Whether the request's `Origin` may connect. No `Origin` (not a browser)
 /// passes; `*` allows any; an empty list allows only the gateway's own
 /// origin (the `Host` the request was sent to).
-pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(req: &RequestHead, allowed: &[String]) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else { return true };
     let Ok(origin) = origin.to_str() else { return false };
     if allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
     }
     if allowed.is_empty() {
-        let host = req.connection_info().host().to_owned();
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        return origin_host.eq_ignore_ascii_case(&host);
+        return request_host(req).is_some_and(|host| origin_host.eq_ignore_ascii_case(host));
     }
     false
+}
+
+/// The host the client addressed: `X-Forwarded-Host` (set by a proxy in
+/// front), else `Host`, else the request line's authority.
+fn request_host(req: &RequestHead) -> Option<&str> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    header(header::HeaderName::from_static("x-forwarded-host"))
+        .and_then(|h| h.split(',').next())
+        .map(str::trim)
+        .or_else(|| header(header::HOST))
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
 #[cfg(test)]
@@ -110,31 +120,38 @@ mod tests {
     #[test]
     fn origin_rules() {
         let allowed = vec!["https://dash.example".to_owned()];
-        let req = TestRequest::default().insert_header(("Origin", "https://dash.example")).to_http_request();
+        let req =
+            TestRequest::default().insert_header(("Origin", "https://dash.example")).to_http_request().head().clone();
         assert!(origin_allowed(&req, &allowed));
-        let req = TestRequest::default().insert_header(("Origin", "https://evil.example")).to_http_request();
+        let req =
+            TestRequest::default().insert_header(("Origin", "https://evil.example")).to_http_request().head().clone();
         assert!(!origin_allowed(&req, &allowed));
         assert!(origin_allowed(&req, &["*".to_owned()]));
-        let req = TestRequest::default().to_http_request();
+        let req = TestRequest::default().to_http_request().head().clone();
         assert!(origin_allowed(&req, &allowed));
         let req = TestRequest::default()
             .insert_header(("Host", "gw.example:8080"))
             .insert_header(("Origin", "http://gw.example:8080"))
-            .to_http_request();
+            .to_http_request()
+            .head()
+            .clone();
         assert!(origin_allowed(&req, &[]));
         let req = TestRequest::default()
             .insert_header(("Host", "gw.example:8080"))
             .insert_header(("Origin", "http://other.example"))
-            .to_http_request();
+            .to_http_request()
+            .head()
+            .clone();
         assert!(!origin_allowed(&req, &[]));
     }
 
     #[test]
     fn token_sources() {
-        let req = TestRequest::default().insert_header(("Authorization", "Bearer abc")).to_http_request();
+        let req =
+            TestRequest::default().insert_header(("Authorization", "Bearer abc")).to_http_request().head().clone();
         assert_eq!(request_token(&req).as_deref(), Some("abc"));
-        let req = TestRequest::with_uri("/ws?token=a%2Bb").to_http_request();
+        let req = TestRequest::with_uri("/ws?token=a%2Bb").to_http_request().head().clone();
         assert_eq!(request_token(&req).as_deref(), Some("a+b"));
-        assert_eq!(request_token(&TestRequest::default().to_http_request()), None);
+        assert_eq!(request_token(TestRequest::default().to_http_request().head()), None);
     }
 }

@@ -127,6 +127,8 @@ impl Connection {
                 Some(tokio::spawn(task.run()).abort_handle())
             }
         };
+        // Most connections hold one or two subscriptions: grow one at a time.
+        self.slots.reserve_exact(1);
         self.slots.push(Slot { channel, tag, key, replay, presence });
         Ok(())
     }

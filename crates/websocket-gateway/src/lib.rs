@@ -11,13 +11,16 @@
 //! - `queue`: one client's bounded outbound queue (slow → closed with 4000);
 //! - `connection`: a client's identity and subscriptions, and resume
 //!   (replay history, then live, no gap, no duplicate);
-//! - `session`: the WebSocket session loop (protocol, heartbeat, limits,
-//!   token expiry, drain);
+//! - `upgrade`: takes a WebSocket upgrade request and its socket from
+//!   actix-http (below the router), checks it, and runs the session;
+//! - `session`: the WebSocket session loop on the socket itself (protocol,
+//!   heartbeat, limits, token expiry, drain); `frames`: the frame codec;
 //! - [`sse`]: the SSE transport and its `Last-Event-ID` format;
 //! - `auth`, `limits`, `presence`, [`snapshot`] (`refresh`),
 //!   [`metrics`];
-//! - `routes`: the HTTP side ([`configure`] mounts it in any actix app);
-//!   `startup`: [`Application`], the gateway as its own server;
+//! - `routes`: the HTTP side ([`configure`] mounts it in an actix app that
+//!   [`serve`] serves); `startup`: [`Application`], the gateway as its own
+//!   server;
 //!   [`settings`]: [`Settings`] and their defaults.
 //!
 //! `proto-docs/asyncapi.yaml` and `proto-docs/close-codes.md` describe the
@@ -26,6 +29,7 @@
 mod auth;
 mod bridge;
 mod connection;
+mod frames;
 mod gateway;
 mod hub;
 mod limits;
@@ -33,15 +37,18 @@ pub mod metrics;
 mod presence;
 mod queue;
 mod routes;
+mod server;
 mod session;
 pub mod settings;
 pub mod snapshot;
 pub mod sse;
 mod startup;
+mod upgrade;
 
 pub use gateway::{Gateway, GatewayStats, StartupError};
 pub use presence::MAX_LISTED as PRESENCE_MAX_LISTED;
 pub use routes::{Rejected, configure, configure_static};
+pub use server::serve;
 pub use settings::Settings;
 pub use snapshot::{NoState, SnapshotError, SnapshotSource, Snapshots, StoreSnapshots};
 pub use startup::Application;

@@ -164,6 +164,7 @@ impl ClientQueue {
     pub(crate) fn hold(&self, tag: Tag) {
         let mut state = self.state.lock();
         if !state.held.iter().any(|(t, _)| *t == tag) {
+            state.held.reserve_exact(1);
             state.held.push((tag, Vec::new()));
         }
     }
@@ -175,6 +176,10 @@ impl ClientQueue {
         let mut state = self.state.lock();
         let position = state.held.iter().position(|(t, _)| *t == tag)?;
         let (_, held) = state.held.swap_remove(position);
+        if state.held.is_empty() {
+            // Nothing is resuming: do not keep the list's memory.
+            state.held = Vec::new();
+        }
         if state.status != QueueStatus::Open {
             return None;
         }
@@ -195,7 +200,11 @@ impl ClientQueue {
 
     /// Stops holding `tag`, dropping what was held (unsubscribed mid-replay).
     pub(crate) fn discard(&self, tag: Tag) {
-        self.state.lock().held.retain(|(t, _)| *t != tag);
+        let mut state = self.state.lock();
+        state.held.retain(|(t, _)| *t != tag);
+        if state.held.is_empty() {
+            state.held = Vec::new();
+        }
     }
 
     /// Moves every queued frame into `out` (which must be empty) and returns

@@ -1,18 +1,17 @@
-//! HTTP routes: the `/ws` upgrade (checks, then hand-off to a session task),
-//! `/sse` (in [`sse`](crate::sse)), and the dashboard's static files.
+//! HTTP routes: `/sse` (in [`sse`](crate::sse)), the answer to a `/ws`
+//! request that is not an upgrade, the dashboard's static files, and the
+//! admission checks both transports share. The WebSocket upgrade itself is
+//! taken below the router, in [`upgrade`](crate::upgrade).
 
 use std::path::Path;
-use std::time::Duration;
 
+use actix_web::dev::RequestHead;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use actix_ws::{CloseCode, CloseReason};
+use actix_web::{HttpResponse, ResponseError, web};
 use pulse_auth::AuthError;
-use pulse_protocol::browser::close;
 
 use crate::auth;
-use crate::connection::Connection;
 use crate::gateway::Gateway;
 use crate::limits::ConnectionPermit;
 use crate::metrics;
@@ -46,7 +45,7 @@ pub enum Rejected {
 }
 
 impl Rejected {
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Draining => "draining",
             Self::Origin(_) => "origin_not_allowed",
@@ -88,13 +87,20 @@ impl ResponseError for Rejected {
         if matches!(self.status_code(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
-        response.json(serde_json::json!({"code": self.code(), "message": self.to_string()}))
+        response.content_type("application/json").body(self.body())
+    }
+}
+
+impl Rejected {
+    /// `{"code": "...", "message": "..."}`.
+    pub(crate) fn body(&self) -> String {
+        serde_json::json!({"code": self.code(), "message": self.to_string()}).to_string()
     }
 }
 
 /// The checks both transports run before accepting: draining, `Origin`,
 /// attempts per IP, connection limit.
-pub(crate) fn admit(req: &HttpRequest, gw: &Gateway) -> Result<ConnectionPermit, Rejected> {
+pub(crate) fn admit(req: &RequestHead, gw: &Gateway) -> Result<ConnectionPermit, Rejected> {
     let inner = &gw.inner;
     let refuse = |reason: &'static str, rejected: Rejected| {
         metrics::rejected(reason);
@@ -107,7 +113,7 @@ pub(crate) fn admit(req: &HttpRequest, gw: &Gateway) -> Result<ConnectionPermit,
         let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("?").to_owned();
         return refuse("origin", Rejected::Origin(origin));
     }
-    if let Some(peer) = req.peer_addr()
+    if let Some(peer) = req.peer_addr
         && !inner.ip_limiter.allow(peer.ip())
     {
         return refuse("rate", Rejected::TooManyAttempts);
@@ -118,42 +124,18 @@ pub(crate) fn admit(req: &HttpRequest, gw: &Gateway) -> Result<ConnectionPermit,
     }
 }
 
-/// `GET /ws`: the WebSocket upgrade.
-async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> Result<HttpResponse, actix_web::Error> {
-    let gw = gw.get_ref().clone();
-    let permit = admit(&req, &gw)?;
-    let inner = &gw.inner;
-    let identity = auth::identify(&req, inner.verifier.as_ref(), inner.settings.auth.anonymous);
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let max = inner.settings.limits.max_frame_size;
-    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
-    match identity {
-        Ok(identity) => {
-            let conn = Connection::new(gw, "ws", permit, identity);
-            actix_web::rt::spawn(crate::session::run(conn, session, stream));
-        }
-        Err(err) => {
-            // Refused after the upgrade, with a close code, because a
-            // browser cannot see the status of a failed upgrade.
-            metrics::rejected("auth");
-            let code = if err == AuthError::Expired { close::TOKEN_EXPIRED } else { close::UNAUTHORIZED };
-            let reason = CloseReason { code: CloseCode::from(code), description: Some(err.to_string()) };
-            actix_web::rt::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), session.close(Some(reason))).await;
-                drop((stream, permit));
-            });
-        }
-    }
-    Ok(response)
+/// `GET /ws` without the upgrade headers (upgrades never reach the router).
+async fn not_an_upgrade() -> Result<HttpResponse, Rejected> {
+    Err(Rejected::BadRequest("expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)".into()))
 }
 
-/// Mounts `/ws` and `/sse` for `gateway` on an actix-web app. The caller
-/// also sets `HttpServer::client_disconnect_timeout(Duration::ZERO)` (see
-/// [`Application`](crate::Application)).
+/// Mounts `/sse` (and the answer to a plain `GET /ws`) for `gateway` on an
+/// actix-web app. Serve the app with [`serve`](crate::serve), which takes
+/// the WebSocket upgrades.
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg| {
         cfg.app_data(web::Data::new(gateway))
-            .route("/ws", web::get().to(ws))
+            .route("/ws", web::get().to(not_an_upgrade))
             .route("/sse", web::get().to(crate::sse::sse));
     }
 }

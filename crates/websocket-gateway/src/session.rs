@@ -1,28 +1,31 @@
-//! One WebSocket connection: the session loop.
+//! The WebSocket session: one connection's loop, on the socket itself.
 //!
-//! `let reason = loop { select! { … } }; close(reason)`, with one arm per
-//! source: the outbound queue, inbound frames, the heartbeat tick, the
-//! auth/token deadline and the drain signal. The loop never waits on the
-//! hub and the hub never waits on it: the queue sits between them.
+//! The loop waits on the client's queue, the socket, one timer (heartbeat,
+//! auth/token deadline, drain) and the drain signal. The hub never waits on
+//! it: the queue sits between them. Queued frames are written straight to the
+//! socket: everything queued is encoded into one per-thread buffer and handed
+//! to the kernel in one write; only what the kernel does not take at once is
+//! kept, per connection, until the socket is writable again. An idle
+//! connection thus holds no read or write buffer.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::io;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
-use futures_util::StreamExt;
+use actix_http::ws::{CloseCode, CloseReason};
 use pulse_protocol::browser::close;
 use pulse_protocol::{ClientMessage, ControlMessage, ErrorCode, ProtocolError as ParseError};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::auth::{self, Identity};
 use crate::connection::Connection;
+use crate::frames::{self, FrameError, Incoming, Reader};
 use crate::limits::TokenBucket;
-use crate::queue::{ClientQueue, Outbound, QueueStatus};
+use crate::queue::{Outbound, QueueStatus};
 use crate::snapshot;
-
-/// Rounds of "take the queue, write it" before the loop looks at its other
-/// sources again, so a busy stream cannot starve heartbeats and input.
-const FLUSH_ROUNDS: usize = 4;
 
 /// Violations older than this are forgiven.
 const VIOLATION_MEMORY: Duration = Duration::from_secs(60);
@@ -30,12 +33,129 @@ const VIOLATION_MEMORY: Duration = Duration::from_secs(60);
 /// Far enough to mean "never" for a timer.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
-fn reason(code: u16, description: impl Into<String>) -> CloseReason {
+/// A batch buffer of at most this many frames is released after its write.
+const SMALL_BATCH: usize = 8;
+
+/// Bytes read from the socket at a time (on the stack, not per connection).
+const READ_CHUNK: usize = 4096;
+
+/// Unsent bytes beyond which pings and pongs are skipped: a client that
+/// does not read cannot take them anyway.
+const CONTROL_BACKLOG: usize = 64 * 1024;
+
+/// How long a closed connection waits for the client to close its side
+/// after the close frame was sent.
+const LINGER: Duration = Duration::from_secs(2);
+
+pub(crate) fn reason(code: u16, description: impl Into<String>) -> CloseReason {
     CloseReason { code: CloseCode::from(code), description: Some(description.into()) }
 }
 
-/// Runs the session until it ends, then closes it.
-pub(crate) async fn run(mut conn: Connection, mut session: Session, mut stream: AggregatedMessageStream) {
+thread_local! {
+    /// Where a batch of frames is encoded before its one write. Per thread,
+    /// not per connection: the write usually takes it all.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the kernel has not yet taken, per connection; empty (no allocation)
+/// for a client that keeps up.
+#[derive(Default)]
+pub(crate) struct Unsent(Vec<u8>);
+
+impl Unsent {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Writes `bytes` now, keeping what the socket does not take.
+    fn write(&mut self, tcp: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+        if !self.0.is_empty() {
+            self.0.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let written = match tcp.try_write(bytes) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => return Err(err),
+        };
+        self.0.extend_from_slice(&bytes[written..]);
+        Ok(())
+    }
+
+    /// Writes what the socket takes now; returns whether all is sent.
+    fn flush(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+        while !self.0.is_empty() {
+            match tcp.try_write(&self.0) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.0.drain(..n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+        self.0 = Vec::new();
+        Ok(true)
+    }
+
+    /// Waits until everything is sent.
+    async fn flush_all(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        while !self.flush(tcp)? {
+            tcp.writable().await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a control frame; pings and pongs are skipped for a client
+    /// far behind.
+    fn control(&mut self, tcp: &TcpStream, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        if self.0.len() > CONTROL_BACKLOG {
+            return Ok(());
+        }
+        let mut frame = Vec::with_capacity(payload.len() + 2);
+        frames::put_frame(&mut frame, opcode, payload);
+        self.write(tcp, &frame)
+    }
+}
+
+enum Flushed {
+    Open,
+    Slow,
+    Gone,
+}
+
+/// Takes everything queued and writes it in one go.
+fn write_queued(conn: &Connection, tcp: &TcpStream, unsent: &mut Unsent, batch: &mut VecDeque<Outbound>) -> Flushed {
+    match conn.queue.take(batch) {
+        QueueStatus::Open => {}
+        QueueStatus::Overflowed => return Flushed::Slow,
+        QueueStatus::Closed => return Flushed::Gone,
+    }
+    if batch.is_empty() {
+        return Flushed::Open;
+    }
+    let written = SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        for frame in batch.drain(..) {
+            frames::put_frame(scratch, frames::OP_TEXT, frame.text.as_bytes());
+        }
+        let written = unsent.write(tcp, scratch);
+        // Small batches do not keep their buffer: an idle client holds none.
+        if batch.capacity() <= SMALL_BATCH {
+            *batch = VecDeque::new();
+        }
+        if scratch.capacity() > 1 << 20 {
+            // A large replay passed; do not keep its buffer.
+            *scratch = Vec::new();
+        }
+        written
+    });
+    if written.is_err() { Flushed::Gone } else { Flushed::Open }
+}
+
+/// Runs the session until it ends, then closes it. `early` holds bytes the
+/// client sent right after its upgrade request.
+pub(crate) async fn run(mut conn: Connection, tcp: TcpStream, early: bytes::BytesMut) {
     // An Arc, not a copy of the settings: this lives as long as the connection.
     let gw = conn.gw.clone();
     let (gateway, limits) = (&gw.inner.settings.gateway, &gw.inner.settings.limits);
@@ -46,106 +166,159 @@ pub(crate) async fn run(mut conn: Connection, mut session: Session, mut stream: 
         authenticated: conn.identity.is_authenticated(),
     });
 
+    let mut reader = Reader::new(limits.max_frame_size);
+    reader.extend(&early);
+    // Bytes that arrived with the upgrade request are read first.
+    let mut readable_now = !early.is_empty();
+    drop(early);
+    let mut unsent = Unsent::default();
+    let mut batch = VecDeque::new();
+
     let start = Instant::now();
-    let mut heartbeat = tokio::time::interval_at(start + gateway.heartbeat_interval, gateway.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = start;
+    let mut timers = Timers {
+        next_ping: start + gateway.heartbeat_interval,
+        deadline: identity_deadline(&conn.identity, start + limits.auth_timeout),
+        drain_close: None,
+    };
     let auth_deadline = start + limits.auth_timeout;
-    // One timer for the auth deadline (unauthenticated) or the token's expiry.
-    let deadline = tokio::time::sleep_until(identity_deadline(&conn.identity, auth_deadline));
-    tokio::pin!(deadline);
+    let mut last_heard = start;
+    // One timer for all of them: the next due.
+    let timer = tokio::time::sleep_until(timers.next());
+    tokio::pin!(timer);
     let drain = conn.gw.inner.drain.clone();
     let drain_started = drain.cancelled();
     tokio::pin!(drain_started);
-    let drain_close = tokio::time::sleep(NEVER);
-    tokio::pin!(drain_close);
-    let mut draining = false;
     let mut input = Input {
         bucket: TokenBucket::full(limits.messages_per_sec.saturating_mul(2)),
         violations: 0,
         last_violation: start,
     };
-    let mut batch = VecDeque::new();
 
-    let close_reason: Option<CloseReason> = loop {
+    let close_reason: Option<CloseReason> = 'session: loop {
         tokio::select! {
             biased;
-            () = conn.queue.ready() => match flush(&conn.queue, &mut session, &mut batch).await {
-                Flushed::Open => {}
-                Flushed::Slow => {
-                    conn.gw.count_slow_close();
-                    break Some(reason(close::SLOW_CONSUMER, "slow consumer: reconnect and resume"));
+            () = conn.queue.ready() => {
+                // With bytes still unsent, new frames wait (and pile up
+                // until the queue overflows); a status change does not.
+                let flushed = if unsent.is_empty() {
+                    write_queued(&conn, &tcp, &mut unsent, &mut batch)
+                } else {
+                    match conn.queue.status() {
+                        QueueStatus::Open => Flushed::Open,
+                        QueueStatus::Overflowed => Flushed::Slow,
+                        QueueStatus::Closed => Flushed::Gone,
+                    }
+                };
+                match flushed {
+                    Flushed::Open => {}
+                    Flushed::Slow => {
+                        conn.gw.count_slow_close();
+                        break Some(reason(close::SLOW_CONSUMER, "slow consumer: reconnect and resume"));
+                    }
+                    Flushed::Gone => break None,
                 }
-                Flushed::Gone => break None,
-            },
-            message = stream.next() => {
+            }
+            // One readiness wait for both directions (a future less to carry).
+            ready = tcp.ready(interest(readable_now, &unsent)), if !readable_now || !unsent.is_empty() => {
+                let Ok(ready) = ready else { break None };
+                if ready.is_writable() && !unsent.is_empty() {
+                    match unsent.flush(&tcp) {
+                        // All sent: what was queued meanwhile goes next.
+                        Ok(true) => conn.queue.wake(),
+                        Ok(false) => {}
+                        Err(_) => break None,
+                    }
+                }
+                if ready.is_readable() && !readable_now {
+                    match read_some(&tcp, &mut reader) {
+                        Ok(true) => readable_now = true,
+                        Ok(false) => {}
+                        Err(_) => break None,
+                    }
+                }
+            }
+            () = std::future::ready(()), if readable_now => {
+                readable_now = false;
                 last_heard = Instant::now();
-                match message {
-                    None => break None,
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        let outcome = handle_text(&mut conn, &mut input, &text).await;
-                        match outcome {
+                loop {
+                    let message = match reader.next_message() {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        Err(err) => {
+                            if let FrameError::Protocol(detail) = &err {
+                                tracing::debug!(connection = %conn.id, error = %detail, "websocket protocol error");
+                            }
+                            break 'session Some(reason(err.close_code(), err.to_string()));
+                        }
+                    };
+                    match message {
+                        // Boxed: handling a message (subscribe, refresh) needs a large
+                        // future, which the session would otherwise carry all its life.
+                        Incoming::Text(text) => match Box::pin(handle_text(&mut conn, &mut input, &text)).await {
                             Handled::Continue => {}
                             Handled::IdentityChanged => {
-                                deadline.as_mut().reset(identity_deadline(&conn.identity, auth_deadline));
+                                timers.deadline = identity_deadline(&conn.identity, auth_deadline);
+                                timer.as_mut().reset(timers.next());
                             }
-                            Handled::Close(reason) => break Some(reason),
+                            Handled::Close(reason) => break 'session Some(reason),
+                        },
+                        Incoming::Binary => {
+                            if let Some(reason) = input.violation(limits.max_violations) {
+                                break 'session Some(reason);
+                            }
+                            conn.send(&ControlMessage::error(
+                                ErrorCode::BadRequest,
+                                "binary frames are not supported; send JSON text frames",
+                            ));
+                        }
+                        Incoming::Ping(payload) => {
+                            if unsent.control(&tcp, frames::OP_PONG, &payload).is_err() {
+                                break 'session None;
+                            }
+                        }
+                        Incoming::Pong => {}
+                        // Echo the client's code (RFC 6455 §5.5.1).
+                        Incoming::Close(None) => break 'session Some(CloseReason::from(CloseCode::Normal)),
+                        Incoming::Close(Some(theirs)) => {
+                            break 'session Some(if frames::valid_close_code(u16::from(theirs.code)) {
+                                CloseReason::from(theirs.code)
+                            } else {
+                                reason(1002, "invalid close code")
+                            });
                         }
                     }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        if let Some(reason) = input.violation(limits.max_violations) {
-                            break Some(reason);
-                        }
-                        conn.send(&ControlMessage::error(
-                            ErrorCode::BadRequest,
-                            "binary frames are not supported; send JSON text frames",
-                        ));
-                    }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => {
-                        // actix-ws does not answer pings; bounded, because a
-                        // client that does not read cannot take a pong either.
-                        let _ = tokio::time::timeout(Duration::from_millis(100), session.pong(&payload)).await;
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(theirs))) => {
-                        break Some(theirs.unwrap_or_else(|| CloseReason::from(CloseCode::Normal)));
-                    }
-                    Some(Err(ProtocolError::Overflow)) => {
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= timers.deadline {
+                    break Some(match conn.identity {
+                        Identity::Unauthenticated => reason(close::UNAUTHORIZED, "authentication required: send auth first"),
+                        _ => reason(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"),
+                    });
+                }
+                if timers.drain_close.is_some_and(|at| now >= at) {
+                    break Some(reason(close::SERVICE_RESTART, "server restarting: reconnect and resume"));
+                }
+                if now >= timers.next_ping {
+                    if last_heard.elapsed() >= gateway.client_timeout {
                         break Some(reason(
-                            close::MESSAGE_TOO_BIG,
-                            format!("frame larger than {} bytes", limits.max_frame_size),
+                            close::HEARTBEAT_TIMEOUT,
+                            format!("nothing heard for {} ms", gateway.client_timeout.as_millis()),
                         ));
                     }
-                    Some(Err(err)) => {
-                        tracing::debug!(connection = %conn.id, error = %err, "websocket protocol error");
-                        break Some(reason(1002, "websocket protocol error"));
+                    if unsent.control(&tcp, frames::OP_PING, b"").is_err() {
+                        break None;
                     }
+                    timers.next_ping = now + gateway.heartbeat_interval;
                 }
+                timer.as_mut().reset(timers.next());
             }
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= gateway.client_timeout {
-                    break Some(reason(
-                        close::HEARTBEAT_TIMEOUT,
-                        format!("nothing heard for {} ms", gateway.client_timeout.as_millis()),
-                    ));
-                }
-                // Bounded for the same reason as the pong above.
-                let _ = tokio::time::timeout(Duration::from_millis(100), session.ping(b"")).await;
-            }
-            () = &mut deadline => {
-                break Some(match conn.identity {
-                    Identity::Unauthenticated => reason(close::UNAUTHORIZED, "authentication required: send auth first"),
-                    _ => reason(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"),
-                });
-            }
-            () = &mut drain_started, if !draining => {
-                draining = true;
+            () = &mut drain_started, if timers.drain_close.is_none() => {
                 // Spread the closes so clients do not all reconnect at once.
                 let spread = gateway.drain_window.mul_f64(rand::random::<f64>());
-                drain_close.as_mut().reset(Instant::now() + spread);
-            }
-            () = &mut drain_close, if draining => {
-                break Some(reason(close::SERVICE_RESTART, "server restarting: reconnect and resume"));
+                timers.drain_close = Some(Instant::now() + spread);
+                timer.as_mut().reset(timers.next());
             }
         }
     };
@@ -154,12 +327,93 @@ pub(crate) async fn run(mut conn: Connection, mut session: Session, mut stream: 
         crate::metrics::closed_with(u16::from(reason.code));
     }
     let close_wait = gateway.client_timeout;
+    if close_reason.is_some() {
+        // What was queued goes before the close frame: the errors that led
+        // to a policy close, say. (A slow client's queue is empty by now.)
+        let _ = write_queued(&conn, &tcp, &mut unsent, &mut batch);
+    }
     // Unsubscribe and free the queue before waiting on the client.
     drop(conn);
-    drop(stream);
-    // A client that does not read cannot take the close frame at once; give
-    // it until the heartbeat timeout, then drop the connection.
-    let _ = tokio::time::timeout(close_wait, session.close(close_reason)).await;
+    drop(reader);
+    Box::pin(close_socket(tcp, unsent, close_reason, close_wait)).await;
+}
+
+/// Sends the close frame (if any) after what is unsent, waiting at most
+/// `close_wait` for a client that does not read, then half-closes and gives
+/// the client a moment to close its side, so the close frame is not lost to
+/// a reset.
+pub(crate) async fn close_socket(
+    mut tcp: TcpStream,
+    mut unsent: Unsent,
+    reason: Option<CloseReason>,
+    close_wait: Duration,
+) {
+    let Some(reason) = reason else { return };
+    let mut frame = Vec::new();
+    frames::put_close(&mut frame, &reason);
+    if unsent.write(&tcp, &frame).is_err() {
+        return;
+    }
+    if !matches!(tokio::time::timeout(close_wait, unsent.flush_all(&tcp)).await, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tcp.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        loop {
+            if tcp.readable().await.is_err() {
+                return;
+            }
+            let mut discard = [0u8; 512];
+            match tcp.try_read(&mut discard) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// What the loop waits for on the socket: input unless unprocessed input is
+/// pending, and room to write while bytes are unsent.
+fn interest(readable_now: bool, unsent: &Unsent) -> Interest {
+    match (readable_now, unsent.is_empty()) {
+        (true, _) => Interest::WRITABLE,
+        (false, true) => Interest::READABLE,
+        (false, false) => Interest::READABLE | Interest::WRITABLE,
+    }
+}
+
+/// Reads what the socket has into `reader`. Returns whether anything was
+/// read; end of stream is an error.
+fn read_some(tcp: &TcpStream, reader: &mut Reader) -> io::Result<bool> {
+    let mut chunk = [0u8; READ_CHUNK];
+    match tcp.try_read(&mut chunk) {
+        Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(n) => {
+            reader.extend(&chunk[..n]);
+            Ok(true)
+        }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// The session's deadlines; one timer waits for the next.
+struct Timers {
+    next_ping: Instant,
+    /// Auth deadline (unauthenticated) or the token's expiry.
+    deadline: Instant,
+    /// When this client is closed during a drain.
+    drain_close: Option<Instant>,
+}
+
+impl Timers {
+    fn next(&self) -> Instant {
+        let next = self.next_ping.min(self.deadline);
+        self.drain_close.map_or(next, |at| next.min(at))
+    }
 }
 
 fn identity_deadline(identity: &Identity, auth_deadline: Instant) -> Instant {
@@ -168,53 +422,6 @@ fn identity_deadline(identity: &Identity, auth_deadline: Instant) -> Instant {
         Identity::Anonymous => Instant::now() + NEVER,
         Identity::User { expires, .. } => Instant::from_std(*expires),
     }
-}
-
-enum Flushed {
-    Open,
-    Slow,
-    Gone,
-}
-
-/// Writes what is queued. actix-ws encodes every frame it has been handed
-/// into one buffer per write, so a backlog leaves in few syscalls.
-async fn flush(queue: &ClientQueue, session: &mut Session, batch: &mut VecDeque<Outbound>) -> Flushed {
-    for _ in 0..FLUSH_ROUNDS {
-        match queue.take(batch) {
-            QueueStatus::Open => {}
-            QueueStatus::Overflowed => return Flushed::Slow,
-            QueueStatus::Closed => return Flushed::Gone,
-        }
-        if batch.is_empty() {
-            return Flushed::Open;
-        }
-        while let Some(frame) = batch.pop_front() {
-            let send = session.text(frame.text);
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    biased;
-                    sent = &mut send => {
-                        if sent.is_err() {
-                            return Flushed::Gone;
-                        }
-                        break;
-                    }
-                    // The client is not reading: watch for its queue to
-                    // overflow meanwhile, or this send would wait forever.
-                    () = queue.ready() => {
-                        if queue.status() != QueueStatus::Open {
-                            batch.clear();
-                            return Flushed::Slow;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    // More is queued: come back after the other sources had a turn.
-    queue.wake();
-    Flushed::Open
 }
 
 /// Per-connection input policing.

@@ -59,7 +59,7 @@ pub fn format_event_id<'a>(positions: impl IntoIterator<Item = (&'a Channel, Off
 pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Rejected> {
     let gw = gw.get_ref().clone();
     let inner = &gw.inner;
-    let identity = auth::identify(&req, inner.verifier.as_ref(), inner.settings.auth.anonymous)?;
+    let identity = auth::identify(req.head(), inner.verifier.as_ref(), inner.settings.auth.anonymous)?;
     if !identity.is_authenticated() {
         return Err(Rejected::Unauthorized("a token is required (Authorization: Bearer, or ?token=)".into()));
     }
@@ -93,7 +93,7 @@ pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
         Some(id) => parse_event_id(&id).map_err(|e| Rejected::BadRequest(format!("bad Last-Event-ID: {e}")))?,
         None => HashMap::new(),
     };
-    let permit = admit(&req, &gw)?;
+    let permit = admit(req.head(), &gw)?;
 
     let mut conn = Connection::new(gw.clone(), "sse", permit, identity);
     let settings = &gw.inner.settings.gateway;

@@ -4,14 +4,15 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::App;
 use actix_web::dev::Server;
-use actix_web::{App, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pulse_bus::Bus;
 use pulse_runtime::{Health, Shutdown};
 
 use crate::gateway::{Gateway, StartupError};
 use crate::routes::{configure, configure_static};
+use crate::server::serve;
 use crate::settings::Settings;
 use crate::snapshot::Snapshots;
 
@@ -59,23 +60,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         let gateway = Gateway::start(settings, bus, snapshots, health.clone(), shutdown.clone())?;
         let app_gateway = gateway.clone();
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .configure(pulse_runtime::configure_ops(health.clone(), metrics.clone()))
                 .configure(configure(app_gateway.clone()))
                 .configure(configure_static(static_dir.as_deref()))
-        })
-        // Without this actix keeps a closed WebSocket's socket open for a
-        // second (FINDINGS.md).
-        .client_disconnect_timeout(Duration::ZERO)
-        // Shutdown is ours (drain first), not actix's.
-        .disable_signals()
-        // After the drain window, connections still open are cut quickly.
-        .shutdown_timeout(2)
-        .max_connections(max_connections.saturating_add(1024))
-        .backlog(4096)
-        .listen(listener)?
-        .run();
+        };
+        let server = serve(listener, gateway.clone(), app, max_connections.saturating_add(1024))?;
         tracing::info!(port, "gateway listening");
         Ok(Self { port, server, gateway, shutdown })
     }

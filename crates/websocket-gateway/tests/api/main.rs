@@ -7,6 +7,7 @@ mod drain;
 mod helpers;
 mod limits;
 mod presence;
+mod protocol;
 mod resume;
 mod slow;
 mod sse;
