@@ -162,6 +162,22 @@ impl Subscription {
         }
     }
 
+    /// The next message if one is ready now, without waiting: lets a
+    /// consumer take what has piled up as one batch. A pending fill from
+    /// history is left to [`next`](Self::next) (events it covers are skipped
+    /// here as there).
+    pub fn try_next(&mut self) -> Option<BusMessage> {
+        if let Some(message) = self.ready.pop_front() {
+            return Some(message);
+        }
+        loop {
+            let event = self.rx.try_recv().ok()?;
+            if let Some(message) = self.accept(event) {
+                return Some(message);
+            }
+        }
+    }
+
     /// Decides what a live event becomes: delivered, or skipped because it
     /// is already delivered, unsubscribed, or covered by a pending fill.
     fn accept(&mut self, event: Arc<Event>) -> Option<BusMessage> {

@@ -68,6 +68,29 @@ conformance! {
     subscribe_from_replays_then_goes_live_without_gap_or_duplicate(10_000),
     subscribe_from_beyond_history_yields_a_gap(5),
     a_subscriber_that_falls_behind_still_gets_everything(20_000),
+    what_has_arrived_can_be_taken_without_waiting(100),
+}
+
+async fn what_has_arrived_can_be_taken_without_waiting(h: Harness) {
+    let ch = channel("batch");
+    let mut sub = h.bus.subscription();
+    sub.subscribe(&ch).await.unwrap();
+    assert!(sub.try_next().is_none(), "nothing published yet");
+    for n in 0..20 {
+        h.bus.publish(&ch, draft(n)).await.unwrap();
+    }
+    // Each arrives (Redis pub/sub takes a moment) and is then taken
+    // without waiting: poll until all are in.
+    let mut seen = Vec::new();
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while seen.len() < 20 && tokio::time::Instant::now() < give_up {
+        match sub.try_next() {
+            Some(BusMessage::Event(event)) => seen.push(n_of(&event)),
+            Some(other) => panic!("expected an event, got {other:?}"),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
 }
 
 async fn offsets_increase_and_history_keeps_order(h: Harness) {

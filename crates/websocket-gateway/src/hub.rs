@@ -177,29 +177,46 @@ impl Hub {
         }
     }
 
-    /// Hands an event to every local subscriber of its channel.
-    pub(crate) fn deliver(&self, event: &Event) {
-        self.inner.metrics.events_in.increment(1);
-        let Some(entry) = self.inner.channels.read().get(&event.channel).cloned() else { return };
-        // Serialise once; every subscriber gets the same bytes.
-        let text = ByteString::from(event.to_json());
-        let mut subs = entry.subs.lock();
-        if event.id <= subs.last {
-            return;
+    /// Hands events (in bus order) to every local subscriber of their
+    /// channels. Consecutive events of one channel go to each subscriber's
+    /// queue together: one lock and at most one wake-up per subscriber.
+    pub(crate) fn deliver(&self, events: &[Arc<Event>]) {
+        for run in events.chunk_by(|a, b| a.channel == b.channel) {
+            self.deliver_run(run);
         }
-        subs.last = event.id;
+    }
+
+    /// `run`: events of one channel.
+    fn deliver_run(&self, run: &[Arc<Event>]) {
+        let Some(first) = run.first() else { return };
+        let metrics = &self.inner.metrics;
+        metrics.events_in.increment(run.len() as u64);
+        let Some(entry) = self.inner.channels.read().get(&first.channel).cloned() else { return };
+        let mut subs = entry.subs.lock();
+        // Serialise once; every subscriber gets the same bytes. Events at or
+        // below `last` were fanned out already.
+        let texts: Vec<(Offset, ByteString)> = run
+            .iter()
+            .filter(|event| event.id > subs.last)
+            .map(|event| (event.id, ByteString::from(event.to_json())))
+            .collect();
+        let Some((newest, _)) = texts.last() else { return };
+        subs.last = *newest;
         let mut delivered = 0u64;
         for (_, subscriber) in subs.list.iter() {
-            if subscriber.queue.push_live(subscriber.tag, event.id, &text) {
+            if subscriber.queue.push_live(subscriber.tag, &texts) {
                 delivered += 1;
             }
         }
         drop(subs);
-        let metrics = &self.inner.metrics;
-        metrics.events_out.increment(delivered);
-        metrics.bytes_out.increment(delivered * text.len() as u64);
-        let age = pulse_protocol::timestamp::now().signed_duration_since(event.ts);
-        metrics.latency.record(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        let bytes: usize = texts.iter().map(|(_, text)| text.len()).sum();
+        metrics.events_out.increment(delivered * texts.len() as u64);
+        metrics.bytes_out.increment(delivered * bytes as u64);
+        let now = pulse_protocol::timestamp::now();
+        for event in run {
+            let age = now.signed_duration_since(event.ts);
+            metrics.latency.record(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        }
     }
 
     /// Events of `channel` after `after` are lost for good: tell its

@@ -80,27 +80,35 @@ impl ClientQueue {
         }
     }
 
-    /// Queues a live event of subscription `tag`. Never waits. Returns
-    /// whether the client is still open.
-    pub(crate) fn push_live(&self, tag: Tag, offset: Offset, text: &ByteString) -> bool {
+    /// Queues live events of subscription `tag`, in order, and wakes the
+    /// transport once. Never waits. Returns whether the client is still open.
+    pub(crate) fn push_live(&self, tag: Tag, events: &[(Offset, ByteString)]) -> bool {
         let mut state = self.state.lock();
         if state.status != QueueStatus::Open {
             return false;
         }
-        let frame = Outbound { text: text.clone(), tag, offset };
-        if !state.held.is_empty()
-            && let Some((_, held)) = state.held.iter_mut().find(|(t, _)| *t == tag)
-        {
-            if held.len() >= self.capacity {
-                overflow(&mut state);
-                drop(state);
-                self.ready.notify_one();
-                return false;
-            }
-            held.push(frame);
-            return true;
+        let was_empty = state.frames.is_empty();
+        // While the subscription resumes, its live events are held aside.
+        let held = state.held.iter().position(|(t, _)| *t == tag);
+        let len = held.map_or(state.frames.len(), |i| state.held[i].1.len());
+        if len + events.len() > self.capacity {
+            overflow(&mut state);
+            drop(state);
+            self.ready.notify_one();
+            return false;
         }
-        self.push_locked(&mut state, frame)
+        let frames = events.iter().map(|(offset, text)| Outbound { text: text.clone(), tag, offset: *offset });
+        match held {
+            Some(i) => state.held[i].1.extend(frames),
+            None => {
+                state.frames.extend(frames);
+                // The transport takes everything at once: one wake-up per batch.
+                if was_empty {
+                    self.ready.notify_one();
+                }
+            }
+        }
+        true
     }
 
     /// Queues a control message (counts toward the capacity like events).
@@ -276,9 +284,8 @@ mod tests {
     #[test]
     fn overflow_marks_slow_and_frees_the_backlog() {
         let queue = ClientQueue::new(2);
-        assert!(queue.push_live(0, Offset::new(1, 0), &text("a")));
-        assert!(queue.push_live(0, Offset::new(2, 0), &text("b")));
-        assert!(!queue.push_live(0, Offset::new(3, 0), &text("c")));
+        assert!(queue.push_live(0, &[(Offset::new(1, 0), text("a")), (Offset::new(2, 0), text("b"))]));
+        assert!(!queue.push_live(0, &[(Offset::new(3, 0), text("c"))]));
         let (frames, status) = drain(&queue);
         assert!(frames.is_empty());
         assert_eq!(status, QueueStatus::Overflowed);
@@ -289,14 +296,13 @@ mod tests {
     fn held_frames_are_released_after_the_replay_without_duplicates() {
         let queue = ClientQueue::new(10);
         queue.hold(1);
-        assert!(queue.push_live(1, Offset::new(5, 0), &text("e5")));
-        assert!(queue.push_live(1, Offset::new(6, 0), &text("e6")));
-        assert!(queue.push_live(2, Offset::new(1, 0), &text("other")));
+        assert!(queue.push_live(1, &[(Offset::new(5, 0), text("e5")), (Offset::new(6, 0), text("e6"))]));
+        assert!(queue.push_live(2, &[(Offset::new(1, 0), text("other"))]));
         assert!(queue.push_replayed(1, Offset::new(4, 0), text("e4")));
         assert!(queue.push_replayed(1, Offset::new(5, 0), text("e5")));
         let sent = queue.release(1, Offset::new(5, 0), |last| text(&format!("subscribed {last}")));
         assert_eq!(sent, Some(Offset::new(6, 0)));
-        assert!(queue.push_live(1, Offset::new(7, 0), &text("e7")));
+        assert!(queue.push_live(1, &[(Offset::new(7, 0), text("e7"))]));
         let (frames, status) = drain(&queue);
         assert_eq!(frames, ["other", "e4", "e5", "e6", "subscribed 6-0", "e7"]);
         assert_eq!(status, QueueStatus::Open);
@@ -306,8 +312,8 @@ mod tests {
     fn held_frames_are_bounded_too() {
         let queue = ClientQueue::new(1);
         queue.hold(0);
-        assert!(queue.push_live(0, Offset::new(1, 0), &text("a")));
-        assert!(!queue.push_live(0, Offset::new(2, 0), &text("b")));
+        assert!(queue.push_live(0, &[(Offset::new(1, 0), text("a"))]));
+        assert!(!queue.push_live(0, &[(Offset::new(2, 0), text("b"))]));
         assert_eq!(queue.status(), QueueStatus::Overflowed);
     }
 

@@ -39,6 +39,8 @@ pub(crate) async fn handle(
     framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), actix_web::Error> {
     let FramedParts { io: mut tcp, read_buf: early, write_buf, codec, .. } = framed.into_parts();
+    // Events go out as they come, not held back to fill a segment.
+    let _ = tcp.set_nodelay(true);
     // The HTTP connection's buffers and codec go now, not with the session.
     drop((write_buf, codec));
     let head = req.head();
