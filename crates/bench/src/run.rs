@@ -192,6 +192,9 @@ pub struct RunReport {
     pub loadgen_peak_rss_bytes: u64,
 }
 
+/// How long deliveries must pause before a run with failed publishes ends.
+const QUIET: Duration = Duration::from_millis(500);
+
 /// Raises this process's open-file limit as far as allowed.
 pub fn raise_nofile() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
@@ -292,16 +295,19 @@ pub async fn run(config: &RunConfig, publisher: Option<Publisher>) -> anyhow::Re
         let drain_until = Instant::now() + config.drain;
         let mut last_seen = shared.received();
         last_delivery = Instant::now();
-        while Instant::now() < drain_until && last_seen < report.expected {
+        // A publish that timed out may still have gone through, so the
+        // count can reach `expected` while owed events are in flight: with
+        // failed publishes, stop only once deliveries have also gone quiet.
+        let settled = |seen: u64, since_last: Duration| {
+            seen >= report.expected && (report.publish_errors == 0 || since_last >= QUIET)
+        };
+        while Instant::now() < drain_until && !settled(last_seen, last_delivery.elapsed()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             let now_seen = shared.received();
             if now_seen != last_seen {
                 last_delivery = Instant::now();
                 last_seen = now_seen;
             }
-        }
-        if last_seen >= report.expected {
-            last_delivery = Instant::now();
         }
     }
     let end = sample_server()?;
