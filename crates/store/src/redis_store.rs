@@ -23,9 +23,17 @@
 //! 2. Plan the change with the shared rules, in Rust.
 //! 3. Run one Lua script (`lua/apply.lua`, `lua/offline.lua`) that checks
 //!    that everything read in step 1 is unchanged, then writes the new state
-//!    and publishes the events. If something changed (a concurrent report of
-//!    the same agent, another checker), nothing is written and the change is
-//!    planned again from fresh reads.
+//!    and publishes the events. If something changed, nothing is written and
+//!    the change is planned again from fresh reads.
+//!
+//! Within one process, the reports and heartbeats of one agent run these
+//! steps one at a time (on the agent's lane, see [`Lanes`]), so they never
+//! invalidate each other however fast an agent reports: a plan is refused
+//! only when another process changed the agent between steps 1 and 3 (a
+//! second ingest replica given a report of the same agent, or a heartbeat
+//! checker taking the agent offline). That is retried up to
+//! [`StoreSettings::max_attempts`] times, then answered with
+//! [`StoreError::Contention`] (ingest answers 503 with `Retry-After`).
 //!
 //! Scripts do every check before their first write, so a refused or failed
 //! check never leaves half a change behind.
@@ -63,6 +71,34 @@ pub struct RedisStore {
     settings: StoreSettings,
     scripts: Arc<Scripts>,
     keys: StoreKeys,
+    lanes: Arc<Lanes>,
+}
+
+/// How many lanes the agents of one process are spread over.
+const LANES: usize = 1024;
+
+/// Serialises the changes of each agent within this process: an agent's id
+/// hashes to one of [`LANES`] lanes, and one change at a time runs on a
+/// lane (in arrival order: tokio's mutex is fair). Two agents may share a
+/// lane; they then wait for each other, which costs some latency and never
+/// correctness. Memory stays fixed however many agents there are.
+struct Lanes {
+    hasher: std::hash::RandomState,
+    lanes: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Lanes {
+    fn new() -> Self {
+        Self { hasher: std::hash::RandomState::new(), lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+
+    /// Waits for the agent's lane; the lane is free again when the guard
+    /// drops.
+    async fn enter(&self, agent_id: &AgentId) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let lane = (self.hasher.hash_one(agent_id.as_str()) % self.lanes.len() as u64) as usize;
+        self.lanes[lane].lock().await
+    }
 }
 
 struct Scripts {
@@ -99,7 +135,7 @@ impl RedisStore {
             silent: Script::new(include_str!("lua/silent.lua")),
             offline: script(include_str!("lua/offline.lua")),
         };
-        Self { bus, settings, scripts: Arc::new(scripts), keys }
+        Self { bus, settings, scripts: Arc::new(scripts), keys, lanes: Arc::new(Lanes::new()) }
     }
 
     fn bus_keys(&self) -> &Keys {
@@ -255,6 +291,7 @@ impl RedisStore {
         let dedupe_key = self.bus_keys().key(&format!("dedupe:{}", report.report_id));
         let fields: Vec<String> =
             plan::distinct_checks(report).iter().map(|check| plan::alert_field(agent_id, &check.name)).collect();
+        let _lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
             // One snapshot of everything the plan depends on.
             let mut pipe = redis::pipe();
@@ -309,6 +346,7 @@ impl RedisStore {
         ts: DateTime<Utc>,
         trace: Option<String>,
     ) -> Result<HeartbeatOutcome, StoreError> {
+        let _lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
             let state_json: Option<String> = redis::cmd("HGET")
                 .arg(&self.keys.agents)
