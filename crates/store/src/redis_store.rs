@@ -58,6 +58,7 @@ use pulse_bus::redis_lua::{self, Keys};
 use pulse_protocol::probe::{AgentState, AgentStatusChange, Alert, Report};
 use pulse_protocol::{AgentId, Channel, Event, Offset, timestamp};
 use redis::Script;
+use redis::aio::MultiplexedConnection;
 use serde::de::DeserializeOwned;
 
 use crate::plan::{self, Publish};
@@ -72,6 +73,41 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     keys: StoreKeys,
     lanes: Arc<Lanes>,
+    connection: Arc<SharedConnection>,
+}
+
+/// One multiplexed connection shared by every operation of the store.
+///
+/// Concurrent commands are pipelined on it, where a pool of connections
+/// would hold one connection per command in flight (and check each one with
+/// a `PING` round trip when it is handed out). The connection is taken from
+/// the bus's pool, so it has the bus's settings; when it fails (Redis
+/// restarted, a command timed out) it is dropped and the next operation
+/// takes a fresh one.
+#[derive(Default)]
+struct SharedConnection {
+    current: std::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl SharedConnection {
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        // The guarded value is only ever replaced whole: a panic elsewhere
+        // cannot leave it half-written.
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn get(&self, pool: &deadpool_redis::Pool) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(connection) = self.current().clone() {
+            return Ok(connection);
+        }
+        let connection = deadpool_redis::Connection::take(pool.get().await?);
+        *self.current() = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn forget(&self) {
+        self.current().take();
+    }
 }
 
 /// How many lanes the agents of one process are spread over.
@@ -135,15 +171,22 @@ impl RedisStore {
             silent: Script::new(include_str!("lua/silent.lua")),
             offline: script(include_str!("lua/offline.lua")),
         };
-        Self { bus, settings, scripts: Arc::new(scripts), keys, lanes: Arc::new(Lanes::new()) }
+        Self {
+            bus,
+            settings,
+            scripts: Arc::new(scripts),
+            keys,
+            lanes: Arc::new(Lanes::new()),
+            connection: Arc::default(),
+        }
     }
 
     fn bus_keys(&self) -> &Keys {
         self.bus.keys()
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        Ok(self.bus.pool().get().await?)
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        self.connection.get(self.bus.pool()).await
     }
 
     /// Runs `apply.lua` for one planned change.
@@ -218,9 +261,14 @@ impl RedisStore {
     /// off this way has either run completely or not at all: a caller that
     /// retries a report gets the dedupe answer if it had run.
     async fn bounded<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        tokio::time::timeout(self.settings.request_timeout, operation).await.unwrap_or_else(|_| {
+        let result = tokio::time::timeout(self.settings.request_timeout, operation).await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(format!("redis did not answer within {:?}", self.settings.request_timeout)))
-        })
+        });
+        if result.as_ref().is_err_and(StoreError::is_unavailable) {
+            // The next operation starts on a fresh connection.
+            self.connection.forget();
+        }
+        result
     }
 
     fn contention(&self, agent_id: &AgentId) -> StoreError {
