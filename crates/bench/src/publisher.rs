@@ -22,7 +22,18 @@ pub enum Publisher {
     /// agents (`bench-{seq % agents}`), with an agent API key. The stamp
     /// travels in the check's metrics, which `report_received` carries to
     /// the `reports` and `agent:{id}` channels.
-    Reports { http: reqwest::Client, base: String, api_key: String, agents: u64, run: u64 },
+    Reports(Arc<ReportTarget>),
+}
+
+/// Where and as whom [`Publisher::Reports`] posts, prepared once: the load
+/// generator shares the machine with what it measures, so each request
+/// should cost it as little as possible.
+pub struct ReportTarget {
+    http: reqwest::Client,
+    url: String,
+    api_key: String,
+    agents: u64,
+    run: u64,
 }
 
 impl Publisher {
@@ -35,29 +46,37 @@ impl Publisher {
     }
 
     pub fn reports(base: &str, api_key: &str, agents: u64) -> Self {
-        Self::Reports {
+        Self::Reports(Arc::new(ReportTarget {
             http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_string(),
+            url: format!("{}/api/v1/reports", base.trim_end_matches('/')),
             api_key: api_key.into(),
             agents: agents.max(1),
             run: crate::client::now_us(),
-        }
+        }))
     }
 
     /// Publishes event `seq`, stamped with `sent_us`, padded by `pad` bytes.
     pub async fn publish(&self, channel: &Channel, seq: u64, sent_us: u64, pad: usize) -> anyhow::Result<()> {
-        let data = payload(seq, sent_us, pad);
         match self {
-            Self::Reports { http, base, api_key, agents, run } => {
-                let report = report(*run, seq, sent_us, *agents);
-                let url = format!("{base}/api/v1/reports");
-                post(http, &url, api_key, &report).await?;
+            Self::Reports(target) => {
+                let body = serde_json::to_vec(&ReportBody::new(target.run, seq, sent_us, target.agents))?;
+                let response = target
+                    .http
+                    .post(target.url.as_str())
+                    .bearer_auth(&target.api_key)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .context("POST")?;
+                check(&target.url, response).await?;
             }
             Self::Bus(bus) => {
                 let event_type = EventType::parse(EVENT_TYPE)?;
-                bus.publish(channel, EventDraft::new(event_type, data)).await?;
+                bus.publish(channel, EventDraft::new(event_type, payload(seq, sent_us, pad))).await?;
             }
             Self::Ingest { http, base, api_key } => {
+                let data = payload(seq, sent_us, pad);
                 let body = serde_json::json!({ "channel": channel, "type": EVENT_TYPE, "data": data });
                 post(http, &format!("{base}/api/v1/publish"), api_key, &body).await?;
             }
@@ -68,6 +87,11 @@ impl Publisher {
 
 async fn post(http: &reqwest::Client, url: &str, api_key: &str, body: &serde_json::Value) -> anyhow::Result<()> {
     let response = http.post(url).bearer_auth(api_key).json(body).send().await.context("POST")?;
+    check(url, response).await
+}
+
+/// Fails unless `response` is a success.
+async fn check(url: &str, response: reqwest::Response) -> anyhow::Result<()> {
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
@@ -79,17 +103,48 @@ async fn post(http: &reqwest::Client, url: &str, api_key: &str, body: &serde_jso
 /// The probe report of event `seq`: one passing L1 check whose metrics hold
 /// the stamp (exact as f64: micros since 1970 stay below 2^53).
 pub fn report(run: u64, seq: u64, sent_us: u64, agents: u64) -> serde_json::Value {
-    serde_json::json!({
-        "report_id": format!("bench-{run}-{seq}"),
-        "agent_id": format!("bench-{}", seq % agents.max(1)),
-        "ts": chrono_now(sent_us),
-        "checks": [{
-            "name": "bench",
-            "level": "L1",
-            "status": "ok",
-            "metrics": { "bseq": seq as f64, "bts": sent_us as f64 },
-        }],
-    })
+    serde_json::to_value(ReportBody::new(run, seq, sent_us, agents))
+        .unwrap_or_else(|e| unreachable!("a report body serialises: {e}"))
+}
+
+/// The body [`report`] describes, serialised straight to bytes on the hot
+/// path (no intermediate JSON value).
+#[derive(serde::Serialize)]
+struct ReportBody {
+    report_id: String,
+    agent_id: String,
+    ts: String,
+    checks: [BenchCheck; 1],
+}
+
+#[derive(serde::Serialize)]
+struct BenchCheck {
+    name: &'static str,
+    level: &'static str,
+    status: &'static str,
+    metrics: BenchMetrics,
+}
+
+#[derive(serde::Serialize)]
+struct BenchMetrics {
+    bseq: f64,
+    bts: f64,
+}
+
+impl ReportBody {
+    fn new(run: u64, seq: u64, sent_us: u64, agents: u64) -> Self {
+        Self {
+            report_id: format!("bench-{run}-{seq}"),
+            agent_id: format!("bench-{}", seq % agents.max(1)),
+            ts: chrono_now(sent_us),
+            checks: [BenchCheck {
+                name: "bench",
+                level: "L1",
+                status: "ok",
+                metrics: BenchMetrics { bseq: seq as f64, bts: sent_us as f64 },
+            }],
+        }
+    }
 }
 
 /// RFC 3339 UTC with milliseconds, from microseconds since the epoch.

@@ -16,6 +16,8 @@
 //! implementations. The Redis implementation reads, lets the rules plan the
 //! change, then applies the plan with a compare-and-set script that checks
 //! that nothing it read has changed (and retries when something has).
+//! Changes of one agent take turns within a process, so only another
+//! process (a second replica, a heartbeat checker) can make a plan stale.
 //!
 //! # Decisions
 //!
@@ -181,9 +183,10 @@ pub struct StoreSettings {
     pub dedupe_ttl: Duration,
     /// How many resolved alerts [`Store::alerts`] keeps. Default 100.
     pub recent_alerts: usize,
-    /// How often a change that lost a race with a concurrent change of the
-    /// same agent is re-planned before giving up with
-    /// [`StoreError::Contention`]. Default 16.
+    /// How often a change that lost a race with a change of the same agent
+    /// made by another process (changes within one process take turns) is
+    /// re-planned before giving up with [`StoreError::Contention`].
+    /// Default 16.
     pub max_attempts: usize,
     /// How long one operation may wait on Redis before it fails with
     /// [`StoreError::Unavailable`]. Default 5 seconds.

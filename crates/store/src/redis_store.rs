@@ -19,13 +19,29 @@
 //! # How a change is made
 //!
 //! 1. Read what the change depends on (the agent's state, the open alerts of
-//!    the report's checks) in one `MULTI`.
+//!    the report's checks) in one `MULTI`, unless this process's previous
+//!    change of the agent left it known (see below).
 //! 2. Plan the change with the shared rules, in Rust.
 //! 3. Run one Lua script (`lua/apply.lua`, `lua/offline.lua`) that checks
 //!    that everything read in step 1 is unchanged, then writes the new state
-//!    and publishes the events. If something changed (a concurrent report of
-//!    the same agent, another checker), nothing is written and the change is
-//!    planned again from fresh reads.
+//!    and publishes the events. If something changed, nothing is written and
+//!    the change is planned again from fresh reads.
+//!
+//! Within one process, the reports and heartbeats of one agent run these
+//! steps one at a time (on the agent's lane, see [`Lanes`]), so they never
+//! invalidate each other however fast an agent reports: a plan is refused
+//! only when another process changed the agent between steps 1 and 3 (a
+//! second ingest replica given a report of the same agent, or a heartbeat
+//! checker taking the agent offline). That is retried up to
+//! [`StoreSettings::max_attempts`] times, then answered with
+//! [`StoreError::Contention`] (ingest answers 503 with `Retry-After`).
+//!
+//! Since an agent's changes take turns, what one change wrote is what the
+//! next one of the same agent will find, unless another process changed it
+//! meanwhile. The lane keeps it, and the next change plans from it without
+//! reading: one round trip per report instead of two. The compare-and-set
+//! of step 3 checks this knowledge exactly as it checks a read, so a stale
+//! one only costs an attempt and a read.
 //!
 //! Scripts do every check before their first write, so a refused or failed
 //! check never leaves half a change behind.
@@ -50,6 +66,7 @@ use pulse_bus::redis_lua::{self, Keys};
 use pulse_protocol::probe::{AgentState, AgentStatusChange, Alert, Report};
 use pulse_protocol::{AgentId, Channel, Event, Offset, timestamp};
 use redis::Script;
+use redis::aio::MultiplexedConnection;
 use serde::de::DeserializeOwned;
 
 use crate::plan::{self, Publish};
@@ -63,6 +80,103 @@ pub struct RedisStore {
     settings: StoreSettings,
     scripts: Arc<Scripts>,
     keys: StoreKeys,
+    lanes: Arc<Lanes>,
+    connection: Arc<SharedConnection>,
+}
+
+/// One multiplexed connection shared by every operation of the store.
+///
+/// Concurrent commands are pipelined on it, where a pool of connections
+/// would hold one connection per command in flight (and check each one with
+/// a `PING` round trip when it is handed out). The connection is taken from
+/// the bus's pool, so it has the bus's settings; when it fails (Redis
+/// restarted, a command timed out) it is dropped and the next operation
+/// takes a fresh one.
+#[derive(Default)]
+struct SharedConnection {
+    current: std::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl SharedConnection {
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        // The guarded value is only ever replaced whole: a panic elsewhere
+        // cannot leave it half-written.
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn get(&self, pool: &deadpool_redis::Pool) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(connection) = self.current().clone() {
+            return Ok(connection);
+        }
+        let connection = deadpool_redis::Connection::take(pool.get().await?);
+        *self.current() = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn forget(&self) {
+        self.current().take();
+    }
+}
+
+/// How many lanes the agents of one process are spread over.
+const LANES: usize = 1024;
+
+/// Serialises the changes of each agent within this process: an agent's id
+/// hashes to one of [`LANES`] lanes, and one change at a time runs on a
+/// lane (in arrival order: tokio's mutex is fair). Two agents may share a
+/// lane; they then wait for each other, which costs some latency and never
+/// correctness. Memory stays bounded however many agents there are.
+///
+/// Each lane also remembers what its last change left in Redis ([`Known`]),
+/// so that the next change of the same agent can be planned without reading
+/// first: the compare-and-set checks that guess like any read, and a wrong
+/// guess (another process changed the agent) costs one attempt and a read.
+struct Lanes {
+    hasher: std::hash::RandomState,
+    lanes: Box<[tokio::sync::Mutex<Option<Known>>]>,
+}
+
+/// The largest [`Known`] a lane keeps (bytes of JSON); bigger ones are
+/// read each time. Bounds the memory of all lanes to `LANES` times this.
+const KNOWN_MAX_BYTES: usize = 16 * 1024;
+
+/// What one agent's last change on a lane left in Redis.
+struct Known {
+    agent_id: AgentId,
+    /// The stored state JSON, `""` for none.
+    state_json: String,
+    /// The same, parsed (`None` also for unreadable JSON).
+    state: Option<AgentState>,
+    /// Values of this agent's `alerts:open` fields (`""` for none open).
+    alerts: HashMap<String, String>,
+}
+
+impl Known {
+    fn size(&self) -> usize {
+        self.state_json.len() + self.alerts.iter().map(|(field, json)| field.len() + json.len()).sum::<usize>()
+    }
+
+    /// Keeps `known` on the lane unless it is too big to keep.
+    fn keep(lane: &mut Option<Known>, known: Known) {
+        *lane = (known.size() <= KNOWN_MAX_BYTES).then_some(known);
+    }
+}
+
+impl Lanes {
+    fn new() -> Self {
+        Self {
+            hasher: std::hash::RandomState::new(),
+            lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(None)).collect(),
+        }
+    }
+
+    /// Waits for the agent's lane; the lane is free again when the guard
+    /// drops.
+    async fn enter(&self, agent_id: &AgentId) -> tokio::sync::MutexGuard<'_, Option<Known>> {
+        use std::hash::BuildHasher;
+        let lane = (self.hasher.hash_one(agent_id.as_str()) % self.lanes.len() as u64) as usize;
+        self.lanes[lane].lock().await
+    }
 }
 
 struct Scripts {
@@ -99,15 +213,22 @@ impl RedisStore {
             silent: Script::new(include_str!("lua/silent.lua")),
             offline: script(include_str!("lua/offline.lua")),
         };
-        Self { bus, settings, scripts: Arc::new(scripts), keys }
+        Self {
+            bus,
+            settings,
+            scripts: Arc::new(scripts),
+            keys,
+            lanes: Arc::new(Lanes::new()),
+            connection: Arc::default(),
+        }
     }
 
     fn bus_keys(&self) -> &Keys {
         self.bus.keys()
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        Ok(self.bus.pool().get().await?)
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        self.connection.get(self.bus.pool()).await
     }
 
     /// Runs `apply.lua` for one planned change.
@@ -131,7 +252,7 @@ impl RedisStore {
         invocation
             .arg(change.state.agent_id.as_str())
             .arg(change.expected_state)
-            .arg(to_json(change.state)?)
+            .arg(change.state_json)
             .arg(change.state.last_seen.timestamp_millis())
             .arg(dedupe_ms)
             .arg(self.bus.history_len())
@@ -182,9 +303,14 @@ impl RedisStore {
     /// off this way has either run completely or not at all: a caller that
     /// retries a report gets the dedupe answer if it had run.
     async fn bounded<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        tokio::time::timeout(self.settings.request_timeout, operation).await.unwrap_or_else(|_| {
+        let result = tokio::time::timeout(self.settings.request_timeout, operation).await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(format!("redis did not answer within {:?}", self.settings.request_timeout)))
-        })
+        });
+        if result.as_ref().is_err_and(StoreError::is_unavailable) {
+            // The next operation starts on a fresh connection.
+            self.connection.forget();
+        }
+        result
     }
 
     fn contention(&self, agent_id: &AgentId) -> StoreError {
@@ -199,6 +325,8 @@ struct ApplyArgs<'a> {
     /// The state JSON the plan was made from, `""` for an unknown agent.
     expected_state: &'a str,
     state: &'a AgentState,
+    /// `state` as JSON.
+    state_json: &'a str,
     /// Alert fields the plan read, with the values it read (`""` = none).
     compared: &'a [(String, String)],
     opened: &'a [Alert],
@@ -252,40 +380,37 @@ fn parse_id(id: &str) -> Result<Offset, StoreError> {
 impl RedisStore {
     async fn op_apply_report(&self, report: &Report, trace: Option<String>) -> Result<ReportOutcome, StoreError> {
         let agent_id = &report.agent_id;
-        let dedupe_key = self.bus_keys().key(&format!("dedupe:{}", report.report_id));
         let fields: Vec<String> =
             plan::distinct_checks(report).iter().map(|check| plan::alert_field(agent_id, &check.name)).collect();
+        let mut lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
-            // One snapshot of everything the plan depends on.
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("EXISTS").arg(&dedupe_key).cmd("HGET").arg(&self.keys.agents).arg(agent_id.as_str());
-            let mut conn = self.conn().await?;
-            let (duplicate, state_json, alert_jsons): (bool, Option<String>, Vec<Option<String>>) = if fields.is_empty()
-            {
-                let (duplicate, state_json) = pipe.query_async(&mut conn).await?;
-                (duplicate, state_json, Vec::new())
-            } else {
-                pipe.cmd("HMGET").arg(&self.keys.alerts_open).arg(&fields).query_async(&mut conn).await?
+            // What the plan depends on: what the lane knows, else a read.
+            let known = match lane.take() {
+                Some(known) if known.agent_id == *agent_id && fields.iter().all(|f| known.alerts.contains_key(f)) => {
+                    known
+                }
+                _ => match self.read_for_report(report, &fields).await? {
+                    Some(known) => known,
+                    None => return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() }),
+                },
             };
-            drop(conn);
-            if duplicate {
-                return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() });
-            }
-            let prev: Option<AgentState> = replaceable("agent state", state_json.as_deref());
             let mut open = HashMap::new();
             let mut compared = Vec::with_capacity(fields.len());
-            for (field, json) in fields.iter().zip(alert_jsons) {
-                if let Some(alert) = replaceable::<Alert>("open alert", json.as_deref()) {
+            for field in &fields {
+                let json = known.alerts.get(field).map_or("", String::as_str);
+                if let Some(alert) = replaceable::<Alert>("open alert", (!json.is_empty()).then_some(json)) {
                     open.insert(alert.check.clone(), alert);
                 }
-                compared.push((field.clone(), json.unwrap_or_default()));
+                compared.push((field.clone(), json.to_owned()));
             }
-            let plan = plan::plan_report(prev.as_ref(), &open, report, timestamp::now(), trace.clone())?;
+            let plan = plan::plan_report(known.state.as_ref(), &open, report, timestamp::now(), trace.clone())?;
+            let state_json = to_json(&plan.state)?;
             let applied = self
                 .apply(ApplyArgs {
                     report_id: Some(&report.report_id),
-                    expected_state: state_json.as_deref().unwrap_or(""),
+                    expected_state: &known.state_json,
                     state: &plan.state,
+                    state_json: &state_json,
                     compared: &compared,
                     opened: &plan.opened,
                     resolved: &plan.resolved,
@@ -294,13 +419,63 @@ impl RedisStore {
                 .await?;
             match applied {
                 Applied::Done(events) => {
+                    let mut alerts: HashMap<String, String> = compared.into_iter().collect();
+                    for alert in &plan.opened {
+                        alerts.insert(plan::alert_field(agent_id, &alert.check), to_json(alert)?);
+                    }
+                    for alert in &plan.resolved {
+                        alerts.insert(plan::alert_field(agent_id, &alert.check), String::new());
+                    }
+                    let known =
+                        Known { agent_id: agent_id.clone(), state_json, state: Some(plan.state.clone()), alerts };
+                    Known::keep(&mut lane, known);
                     return Ok(ReportOutcome { duplicate: false, state: Some(plan.state), events });
                 }
-                Applied::Duplicate => return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() }),
+                Applied::Duplicate => {
+                    // Nothing was written: what the lane knew still holds.
+                    Known::keep(&mut lane, known);
+                    return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() });
+                }
+                // Another process changed the agent: read again.
                 Applied::Conflict => continue,
             }
         }
         Err(self.contention(agent_id))
+    }
+
+    /// Reads what a report's plan depends on, in one snapshot: `None` if
+    /// the report is a duplicate.
+    async fn read_for_report(&self, report: &Report, fields: &[String]) -> Result<Option<Known>, StoreError> {
+        let dedupe_key = self.bus_keys().key(&format!("dedupe:{}", report.report_id));
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("EXISTS").arg(&dedupe_key).cmd("HGET").arg(&self.keys.agents).arg(report.agent_id.as_str());
+        let mut conn = self.conn().await?;
+        let (duplicate, state_json, alert_jsons): (bool, Option<String>, Vec<Option<String>>) = if fields.is_empty() {
+            let (duplicate, state_json) = pipe.query_async(&mut conn).await?;
+            (duplicate, state_json, Vec::new())
+        } else {
+            pipe.cmd("HMGET").arg(&self.keys.alerts_open).arg(fields).query_async(&mut conn).await?
+        };
+        if duplicate {
+            return Ok(None);
+        }
+        let alerts = fields.iter().cloned().zip(alert_jsons.into_iter().map(Option::unwrap_or_default)).collect();
+        Ok(Some(self.known(&report.agent_id, state_json, alerts)))
+    }
+
+    /// Reads an agent's state (for a heartbeat's plan).
+    async fn read_state(&self, agent_id: &AgentId) -> Result<Known, StoreError> {
+        let state_json: Option<String> = redis::cmd("HGET")
+            .arg(&self.keys.agents)
+            .arg(agent_id.as_str())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(self.known(agent_id, state_json, HashMap::new()))
+    }
+
+    fn known(&self, agent_id: &AgentId, state_json: Option<String>, alerts: HashMap<String, String>) -> Known {
+        let state = replaceable("agent state", state_json.as_deref());
+        Known { agent_id: agent_id.clone(), state_json: state_json.unwrap_or_default(), state, alerts }
     }
 
     async fn op_apply_heartbeat(
@@ -309,19 +484,20 @@ impl RedisStore {
         ts: DateTime<Utc>,
         trace: Option<String>,
     ) -> Result<HeartbeatOutcome, StoreError> {
+        let mut lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
-            let state_json: Option<String> = redis::cmd("HGET")
-                .arg(&self.keys.agents)
-                .arg(agent_id.as_str())
-                .query_async(&mut self.conn().await?)
-                .await?;
-            let prev: Option<AgentState> = replaceable("agent state", state_json.as_deref());
-            let plan = plan::plan_heartbeat(prev.as_ref(), agent_id, ts, timestamp::now(), trace.clone())?;
+            let known = match lane.take() {
+                Some(known) if known.agent_id == *agent_id => known,
+                _ => self.read_state(agent_id).await?,
+            };
+            let plan = plan::plan_heartbeat(known.state.as_ref(), agent_id, ts, timestamp::now(), trace.clone())?;
+            let state_json = to_json(&plan.state)?;
             let applied = self
                 .apply(ApplyArgs {
                     report_id: None,
-                    expected_state: state_json.as_deref().unwrap_or(""),
+                    expected_state: &known.state_json,
                     state: &plan.state,
+                    state_json: &state_json,
                     compared: &[],
                     opened: &[],
                     resolved: &[],
@@ -329,7 +505,11 @@ impl RedisStore {
                 })
                 .await?;
             match applied {
-                Applied::Done(events) => return Ok(HeartbeatOutcome { state: plan.state, events }),
+                Applied::Done(events) => {
+                    let known = Known { state_json, state: Some(plan.state.clone()), ..known };
+                    Known::keep(&mut lane, known);
+                    return Ok(HeartbeatOutcome { state: plan.state, events });
+                }
                 Applied::Conflict | Applied::Duplicate => continue,
             }
         }

@@ -553,6 +553,40 @@ async fn redis_away_is_unavailable_and_recovers() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Two replicas (two stores on one Redis) racing on one agent: within a
+/// process an agent's changes take turns, across processes the
+/// compare-and-set decides, and every rule still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_replicas_racing_on_one_agent_open_one_alert() -> anyhow::Result<()> {
+    let f = redis(StoreSettings::default()).await?;
+    let server = f.redis.as_ref().context("redis fixture")?;
+    let other_bus = RedisBus::connect(RedisBusConfig {
+        url: server.url(),
+        prefix: "pulse:".into(),
+        history_len: HISTORY,
+        pool_size: 8,
+    })
+    .await?;
+    let replicas: [Arc<dyn Store>; 2] =
+        [f.store.clone(), Arc::new(RedisStore::new(other_bus, StoreSettings::default()))];
+    let tasks: Vec<_> = (0..48)
+        .map(|n| {
+            let store = replicas[n % 2].clone();
+            tokio::spawn(async move {
+                store.apply_report(&report("web-1", &format!("r-{n}"), vec![disk(CheckStatus::Fail)]), None).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    assert_eq!(f.count("alerts", "alert_triggered").await?, 1, "racing replicas raise the alert once");
+    assert_eq!(f.count("reports", "report_received").await?, 48, "every report is announced");
+    assert_eq!(f.count("agents", "agent_status_changed").await?, 1, "first sight is announced once");
+    assert_eq!(f.store.alerts().await?.open.len(), 1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn redis_unreadable_agents_do_not_block_the_scan() -> anyhow::Result<()> {
     let f = redis(StoreSettings::default()).await?;

@@ -104,6 +104,28 @@ pub async fn spawn_app_with(bus: BusKind, tweak: impl FnOnce(&mut Settings)) -> 
     }
 }
 
+/// The app in memory mode, on `bus` and `store` (a store that misbehaves
+/// on purpose, for instance).
+pub async fn spawn_app_on(
+    bus: std::sync::Arc<dyn pulse_bus::Bus>,
+    store: std::sync::Arc<dyn pulse_store::Store>,
+) -> TestApp {
+    pulse_runtime::init_test_logging();
+    let settings = test_settings(BusKind::Memory);
+    let app = Application::build_with(settings, bus, store).expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let shutdown = Shutdown::new();
+    tokio::spawn(app.run_until(shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::builder().timeout(DEADLINE).build().expect("client"),
+        state,
+        redis: None,
+        shutdown,
+    }
+}
+
 /// A report of `agent_id` with the given checks.
 pub fn report(agent_id: &str, report_id: &str, checks: Value) -> Value {
     json!({"report_id": report_id, "agent_id": agent_id, "ts": "2026-11-22T10:00:00.000Z", "checks": checks})

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod contention;
 mod decisions;
 mod heartbeats;
 mod helpers;
