@@ -27,6 +27,8 @@
 //! protocol and the close and error codes.
 
 mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 mod bridge;
 mod connection;
 mod frames;
