@@ -1,6 +1,5 @@
 //! Building and running the ingest server.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
@@ -45,7 +44,8 @@ impl Application {
         let metrics = pulse_runtime::install_metrics()?;
 
         let (host, port) = settings.http.bind_addr();
-        let listener = TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
+        let listener =
+            pulse_runtime::listen((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
         let port = listener.local_addr()?.port();
         let server = {
             let state = state.clone();

@@ -1,6 +1,6 @@
 //! [`Standalone`]: ingest, gateway and heartbeat checker on one port.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,8 @@ impl Standalone {
         state.register_readiness(&health);
 
         let (host, port) = settings.http.bind_addr();
-        let listener = TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
+        let listener =
+            pulse_runtime::listen((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
         let port = listener.local_addr()?.port();
 
         let gateway_settings = settings.gateway_settings();

@@ -18,6 +18,8 @@
 //!   and `GET /metrics` on an actix-web app.
 //! - [`metrics`](mod@metrics): [`install_metrics`] installs the process-wide
 //!   Prometheus recorder for the `metrics` crate, once.
+//! - [`listener`]: [`listen`] binds with an accept queue deep enough for
+//!   bursts of connections.
 //! - [`shutdown`]: [`shutdown_signal`] (SIGINT or SIGTERM) and the cloneable
 //!   [`Shutdown`] token every loop `select!`s on.
 //!
@@ -40,12 +42,14 @@
 //! ```
 
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
+pub use listener::listen;
 pub use metrics::{LATENCY_BUCKETS, MetricsError, install_metrics};
 /// The handle [`install_metrics`] returns, re-exported so services need not
 /// depend on the exporter crate.

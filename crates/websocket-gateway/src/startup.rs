@@ -1,6 +1,5 @@
 //! [`Application`]: the gateway as a server of its own (`pulse-gateway`).
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +55,8 @@ impl Application {
         let static_dir = settings.gateway.static_dir.clone();
         let max_connections = settings.gateway.max_connections;
         let addr = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let listener =
+            pulse_runtime::listen(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
         let port = listener.local_addr()?.port();
         let gateway = Gateway::start(settings, bus, snapshots, health.clone(), shutdown.clone())?;
         let app_gateway = gateway.clone();

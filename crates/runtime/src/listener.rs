@@ -1,0 +1,44 @@
+//! [`listen`]: a TCP listener with an accept queue deep enough for bursts.
+
+use std::io;
+use std::net::{TcpListener, ToSocketAddrs};
+
+use tokio::net::TcpSocket;
+
+/// Connections the kernel holds for a server that has not accepted them yet.
+pub const BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a [`BACKLOG`]-deep accept queue. `std`'s
+/// `TcpListener::bind` asks for 128, and actix's own backlog setting applies
+/// only to addresses it binds itself; with 128, a burst of clients (a drained
+/// gateway's all reconnecting at once) overflows the queue and the kernel
+/// drops SYNs, which clients retry only after a second. Call it within a
+/// Tokio runtime.
+pub fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in addr.to_socket_addrs()? {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        let bound = socket.bind(addr).and_then(|()| socket.listen(BACKLOG));
+        match bound {
+            Ok(listener) => return listener.into_std(),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listens_on_a_free_port_and_accepts() {
+        let listener = listen(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        assert!(listener.accept().is_ok());
+    }
+}
