@@ -91,6 +91,11 @@ pub async fn spawn_app_with(bus: BusKind, tweak: impl FnOnce(&mut Settings)) -> 
     };
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("the app builds");
+    start(app, redis)
+}
+
+/// Runs `app` until the test ends.
+fn start(app: Application, redis: Option<RedisServer>) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let shutdown = Shutdown::new();
@@ -113,17 +118,7 @@ pub async fn spawn_app_on(
     pulse_runtime::init_test_logging();
     let settings = test_settings(BusKind::Memory);
     let app = Application::build_with(settings, bus, store).expect("the app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state().clone();
-    let shutdown = Shutdown::new();
-    tokio::spawn(app.run_until(shutdown.clone()));
-    TestApp {
-        address,
-        client: reqwest::Client::builder().timeout(DEADLINE).build().expect("client"),
-        state,
-        redis: None,
-        shutdown,
-    }
+    start(app, None)
 }
 
 /// A report of `agent_id` with the given checks.
