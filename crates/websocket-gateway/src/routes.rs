@@ -42,6 +42,8 @@ pub enum Rejected {
     TooManySubscriptions(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl Rejected {
@@ -58,6 +60,7 @@ impl Rejected {
             Self::InvalidChannel(_) => "invalid_channel",
             Self::TooManySubscriptions(_) => "too_many_subscriptions",
             Self::Unavailable(_) => "unavailable",
+            Self::NotFound(_) => "not_found",
         }
     }
 }
@@ -79,12 +82,13 @@ impl ResponseError for Rejected {
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) | Self::TokenExpired => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) | Self::InvalidChannel(_) | Self::TooManySubscriptions(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self.status_code(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
+        if self.retry_later() {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         response.content_type("application/json").body(self.body())
@@ -92,6 +96,12 @@ impl ResponseError for Rejected {
 }
 
 impl Rejected {
+    /// Whether the answer carries `Retry-After: 1` (the same request may
+    /// succeed in a moment).
+    pub(crate) fn retry_later(&self) -> bool {
+        matches!(self.status_code(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS)
+    }
+
     /// `{"code": "...", "message": "..."}`.
     pub(crate) fn body(&self) -> String {
         serde_json::json!({"code": self.code(), "message": self.to_string()}).to_string()

@@ -124,12 +124,21 @@ enum Flushed {
     Gone,
 }
 
+impl From<QueueStatus> for Flushed {
+    fn from(status: QueueStatus) -> Self {
+        match status {
+            QueueStatus::Open => Self::Open,
+            QueueStatus::Overflowed => Self::Slow,
+            QueueStatus::Closed => Self::Gone,
+        }
+    }
+}
+
 /// Takes everything queued and writes it in one go.
 fn write_queued(conn: &Connection, tcp: &TcpStream, unsent: &mut Unsent, batch: &mut VecDeque<Outbound>) -> Flushed {
-    match conn.queue.take(batch) {
-        QueueStatus::Open => {}
-        QueueStatus::Overflowed => return Flushed::Slow,
-        QueueStatus::Closed => return Flushed::Gone,
+    let status = conn.queue.take(batch);
+    if status != QueueStatus::Open {
+        return status.into();
     }
     if batch.is_empty() {
         return Flushed::Open;
@@ -203,11 +212,7 @@ pub(crate) async fn run(mut conn: Connection, tcp: TcpStream, early: bytes::Byte
                 let flushed = if unsent.is_empty() {
                     write_queued(&conn, &tcp, &mut unsent, &mut batch)
                 } else {
-                    match conn.queue.status() {
-                        QueueStatus::Open => Flushed::Open,
-                        QueueStatus::Overflowed => Flushed::Slow,
-                        QueueStatus::Closed => Flushed::Gone,
-                    }
+                    conn.queue.status().into()
                 };
                 match flushed {
                     Flushed::Open => {}

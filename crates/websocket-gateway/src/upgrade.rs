@@ -14,9 +14,9 @@
 use std::time::Duration;
 
 use actix_codec::{Framed, FramedParts};
-use actix_http::ws::{self, CloseCode, CloseReason};
+use actix_http::ws;
 use actix_http::{Request, h1};
-use actix_web::http::StatusCode;
+use actix_web::ResponseError;
 use pulse_auth::AuthError;
 use pulse_protocol::browser::close;
 use tokio::io::AsyncWriteExt;
@@ -44,20 +44,17 @@ pub(crate) async fn handle(
     // The HTTP connection's buffers and codec go now, not with the session.
     drop((write_buf, codec));
     let head = req.head();
-    if head.uri.path() != "/ws" {
-        let refusal = Refusal::new(StatusCode::NOT_FOUND, "not_found", "only /ws takes an upgrade".into());
-        refusal.send(&mut tcp).await;
-        return Ok(());
-    }
-    if let Err(err) = ws::verify_handshake(head) {
-        let refusal = Refusal::new(StatusCode::BAD_REQUEST, "bad_request", format!("bad WebSocket handshake: {err}"));
-        refusal.send(&mut tcp).await;
-        return Ok(());
-    }
-    let permit = match admit(head, &gw) {
+    let admitted = if head.uri.path() != "/ws" {
+        Err(Rejected::NotFound("only /ws takes an upgrade".into()))
+    } else if let Err(err) = ws::verify_handshake(head) {
+        Err(Rejected::BadRequest(format!("bad WebSocket handshake: {err}")))
+    } else {
+        admit(head, &gw)
+    };
+    let permit = match admitted {
         Ok(permit) => permit,
         Err(rejected) => {
-            Refusal::from(&rejected).send(&mut tcp).await;
+            refuse(&mut tcp, &rejected).await;
             return Ok(());
         }
     };
@@ -90,7 +87,7 @@ pub(crate) async fn handle(
         Err(err) => {
             metrics::rejected("auth");
             let code = if err == AuthError::Expired { close::TOKEN_EXPIRED } else { close::UNAUTHORIZED };
-            let reason = CloseReason { code: CloseCode::from(code), description: Some(err.to_string()) };
+            let reason = session::reason(code, err.to_string());
             actix_web::rt::spawn(async move {
                 session::close_socket(tcp, Unsent::default(), Some(reason), ANSWER_TIMEOUT).await;
                 drop(permit);
@@ -100,43 +97,26 @@ pub(crate) async fn handle(
     Ok(())
 }
 
-/// An HTTP answer refusing the upgrade.
-struct Refusal {
-    status: StatusCode,
-    body: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, code: &str, message: String) -> Self {
-        Self { status, body: serde_json::json!({"code": code, "message": message}).to_string() }
-    }
-
-    /// Writes the answer and closes the connection.
-    async fn send(self, tcp: &mut TcpStream) {
-        let retry = matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS);
-        let answer = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{}\r\n{}",
-            self.status.as_u16(),
-            self.status.canonical_reason().unwrap_or(""),
-            self.body.len(),
-            if retry { "retry-after: 1\r\n" } else { "" },
-            self.body,
-        );
-        let sent = async {
-            tcp.write_all(answer.as_bytes()).await?;
-            tcp.shutdown().await
-        };
-        match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::debug!(error = %err, "could not answer an upgrade request"),
-            Err(_) => tracing::debug!("timed out answering an upgrade request"),
-        }
-    }
-}
-
-impl From<&Rejected> for Refusal {
-    fn from(rejected: &Rejected) -> Self {
-        use actix_web::ResponseError;
-        Self { status: rejected.status_code(), body: rejected.body() }
+/// Answers the upgrade request with `rejected` as HTTP (status, JSON body)
+/// and closes the connection.
+async fn refuse(tcp: &mut TcpStream, rejected: &Rejected) {
+    let status = rejected.status_code();
+    let body = rejected.body();
+    let answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{}\r\n{}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        if rejected.retry_later() { "retry-after: 1\r\n" } else { "" },
+        body,
+    );
+    let sent = async {
+        tcp.write_all(answer.as_bytes()).await?;
+        tcp.shutdown().await
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, "could not answer an upgrade request"),
+        Err(_) => tracing::debug!("timed out answering an upgrade request"),
     }
 }
