@@ -1,7 +1,6 @@
 //! The `pulse-heartbeat-checker` service: the checker against Redis, with
 //! `/healthz`, `/readyz` and `/metrics` on its HTTP port.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -82,7 +81,7 @@ impl Application {
             }
         });
 
-        let listener = TcpListener::bind(settings.http.bind_addr())
+        let listener = pulse_runtime::listen(settings.http.bind_addr())
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
         let port = listener.local_addr()?.port();
         let ops = pulse_runtime::configure_ops(health.clone(), metrics);

@@ -8,7 +8,8 @@ use tokio::net::TcpSocket;
 /// Connections the kernel holds for a server that has not accepted them yet.
 pub const BACKLOG: u32 = 4096;
 
-/// Binds `addr` with a [`BACKLOG`]-deep accept queue. `std`'s
+/// Binds `addr` with a [`BACKLOG`]-deep accept queue; every Pulse server
+/// listens this way. `std`'s
 /// `TcpListener::bind` asks for 128, and actix's own backlog setting applies
 /// only to addresses it binds itself; with 128, a burst of clients (a drained
 /// gateway's all reconnecting at once) overflows the queue and the kernel

@@ -47,7 +47,7 @@ pub enum Rejected {
 }
 
 impl Rejected {
-    pub(crate) fn code(&self) -> &'static str {
+    fn code(&self) -> &'static str {
         match self {
             Self::Draining => "draining",
             Self::Origin(_) => "origin_not_allowed",

@@ -184,12 +184,12 @@ pub(crate) async fn run(mut conn: Connection, tcp: TcpStream, early: bytes::Byte
     let mut batch = VecDeque::new();
 
     let start = Instant::now();
+    let auth_deadline = start + limits.auth_timeout;
     let mut timers = Timers {
         next_ping: start + gateway.heartbeat_interval,
-        deadline: identity_deadline(&conn.identity, start + limits.auth_timeout),
+        deadline: identity_deadline(&conn.identity, auth_deadline),
         drain_close: None,
     };
-    let auth_deadline = start + limits.auth_timeout;
     let mut last_heard = start;
     // One timer for all of them: the next due.
     let timer = tokio::time::sleep_until(timers.next());

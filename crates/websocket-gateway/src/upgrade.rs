@@ -77,12 +77,10 @@ pub(crate) async fn handle(
     match identity {
         Ok(identity) => {
             let conn = Connection::new(gw.clone(), "ws", permit, identity);
-            // What the client sent after its request is the start of its
-            // first frames.
-            // A task of its own, so actix-http's per-connection task (some
-            // 8 KiB, sized for any HTTP exchange) ends now.
-            let session = session::run(conn, tcp, early);
-            actix_web::rt::spawn(session);
+            // In a task of its own, so that actix-http's per-connection task
+            // (some 8 KiB, sized for any HTTP exchange) ends now. `early`:
+            // what the client sent after its request, its first frames.
+            actix_web::rt::spawn(session::run(conn, tcp, early));
         }
         Err(err) => {
             metrics::rejected("auth");
