@@ -87,28 +87,16 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return false;
         }
-        let was_empty = state.frames.is_empty();
-        // While the subscription resumes, its live events are held aside.
-        let held = state.held.iter().position(|(t, _)| *t == tag);
-        let len = held.map_or(state.frames.len(), |i| state.held[i].1.len());
-        if len + events.len() > self.capacity {
-            overflow(&mut state);
-            drop(state);
-            self.ready.notify_one();
-            return false;
-        }
         let frames = events.iter().map(|(offset, text)| Outbound { text: text.clone(), tag, offset: *offset });
-        match held {
-            Some(i) => state.held[i].1.extend(frames),
-            None => {
-                state.frames.extend(frames);
-                // The transport takes everything at once: one wake-up per batch.
-                if was_empty {
-                    self.ready.notify_one();
-                }
+        // While the subscription resumes, its live events are held aside.
+        if let Some((_, held)) = state.held.iter_mut().find(|(t, _)| *t == tag) {
+            if held.len() + events.len() > self.capacity {
+                return self.overflowed(&mut state);
             }
+            held.extend(frames);
+            return true;
         }
-        true
+        self.push_locked(&mut state, frames)
     }
 
     /// Queues a control message (counts toward the capacity like events).
@@ -117,22 +105,30 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return false;
         }
-        self.push_locked(&mut state, Outbound { text, tag: NO_TAG, offset: Offset::ZERO })
+        self.push_locked(&mut state, std::iter::once(Outbound { text, tag: NO_TAG, offset: Offset::ZERO }))
     }
 
-    fn push_locked(&self, state: &mut State, frame: Outbound) -> bool {
-        if state.frames.len() >= self.capacity {
-            overflow(state);
-            self.ready.notify_one();
-            return false;
+    fn push_locked(&self, state: &mut State, frames: impl ExactSizeIterator<Item = Outbound>) -> bool {
+        if state.frames.len() + frames.len() > self.capacity {
+            return self.overflowed(state);
         }
         let was_empty = state.frames.is_empty();
-        state.frames.push_back(frame);
+        state.frames.extend(frames);
         // The transport takes everything at once: one wake-up per batch.
         if was_empty {
             self.ready.notify_one();
         }
         true
+    }
+
+    /// Marks the client slow, frees its backlog, wakes its transport to
+    /// close it; returns `false` (no longer open) for the caller to pass on.
+    fn overflowed(&self, state: &mut State) -> bool {
+        state.status = QueueStatus::Overflowed;
+        state.frames = VecDeque::new();
+        state.held = Vec::new();
+        self.ready.notify_one();
+        false
     }
 
     /// Queues replayed history. Replays may overshoot the capacity by one
@@ -182,12 +178,7 @@ impl ClientQueue {
     /// last frame of `tag` the client will have been sent.
     pub(crate) fn release(&self, tag: Tag, last: Offset, trailer: impl FnOnce(Offset) -> ByteString) -> Option<Offset> {
         let mut state = self.state.lock();
-        let position = state.held.iter().position(|(t, _)| *t == tag)?;
-        let (_, held) = state.held.swap_remove(position);
-        if state.held.is_empty() {
-            // Nothing is resuming: do not keep the list's memory.
-            state.held = Vec::new();
-        }
+        let held = take_held(&mut state, tag)?;
         if state.status != QueueStatus::Open {
             return None;
         }
@@ -195,7 +186,7 @@ impl ClientQueue {
         for frame in held {
             if frame.offset > sent {
                 sent = frame.offset;
-                if !self.push_locked(&mut state, frame) {
+                if !self.push_locked(&mut state, std::iter::once(frame)) {
                     return None;
                 }
             }
@@ -203,21 +194,17 @@ impl ClientQueue {
         // The trailer carries the tag and offset so that SSE can put the
         // position in its event id even when no event was sent.
         let text = trailer(sent);
-        self.push_locked(&mut state, Outbound { text, tag, offset: sent }).then_some(sent)
+        self.push_locked(&mut state, std::iter::once(Outbound { text, tag, offset: sent })).then_some(sent)
     }
 
     /// Stops holding `tag`, dropping what was held (unsubscribed mid-replay).
     pub(crate) fn discard(&self, tag: Tag) {
-        let mut state = self.state.lock();
-        state.held.retain(|(t, _)| *t != tag);
-        if state.held.is_empty() {
-            state.held = Vec::new();
-        }
+        take_held(&mut self.state.lock(), tag);
     }
 
     /// Moves every queued frame into `out` (which must be empty) and returns
-    /// the status. Swapping keeps both buffers' capacity, so a steady stream
-    /// allocates nothing.
+    /// the status. The two buffers are swapped, so each keeps its capacity
+    /// for as long as the transport keeps `out`'s.
     pub(crate) fn take(&self, out: &mut VecDeque<Outbound>) -> QueueStatus {
         let status = {
             let mut state = self.state.lock();
@@ -259,12 +246,15 @@ impl ClientQueue {
     }
 }
 
-fn overflow(state: &mut State) {
-    state.status = QueueStatus::Overflowed;
-    // Free the backlog now: a slow client must not hold memory while it is
-    // being closed.
-    state.frames = VecDeque::new();
-    state.held = Vec::new();
+/// Stops holding `tag`, returning what was held.
+fn take_held(state: &mut State, tag: Tag) -> Option<Vec<Outbound>> {
+    let position = state.held.iter().position(|(t, _)| *t == tag)?;
+    let (_, held) = state.held.swap_remove(position);
+    if state.held.is_empty() {
+        // Nothing is resuming: do not keep the list's memory.
+        state.held = Vec::new();
+    }
+    Some(held)
 }
 
 #[cfg(test)]
