@@ -69,15 +69,7 @@ impl Unsent {
 
     /// Writes `bytes` now, keeping what the socket does not take.
     fn write(&mut self, tcp: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-        if !self.0.is_empty() {
-            self.0.extend_from_slice(bytes);
-            return Ok(());
-        }
-        let written = match tcp.try_write(bytes) {
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(err) => return Err(err),
-        };
+        let written = if self.0.is_empty() { try_send(tcp, bytes)? } else { 0 };
         self.0.extend_from_slice(&bytes[written..]);
         Ok(())
     }
@@ -85,13 +77,9 @@ impl Unsent {
     /// Writes what the socket takes now; returns whether all is sent.
     fn flush(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         while !self.0.is_empty() {
-            match tcp.try_write(&self.0) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.0.drain(..n);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(err) => return Err(err),
+            match try_send(tcp, &self.0)? {
+                0 => return Ok(false),
+                n => drop(self.0.drain(..n)),
             }
         }
         self.0 = Vec::new();
@@ -115,6 +103,17 @@ impl Unsent {
         let mut frame = Vec::with_capacity(payload.len() + 2);
         frames::put_frame(&mut frame, opcode, payload);
         self.write(tcp, &frame)
+    }
+}
+
+/// Hands the kernel what it takes of `bytes` without waiting: the count,
+/// 0 if the socket is full.
+fn try_send(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    match tcp.try_write(bytes) {
+        Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => Ok(n),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(err) => Err(err),
     }
 }
 
