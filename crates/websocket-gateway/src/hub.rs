@@ -200,19 +200,19 @@ impl Hub {
         let metrics = &self.inner.metrics;
         metrics.events_in.increment(run.len() as u64);
         let Some(entry) = self.inner.channels.read().get(&first.channel).cloned() else { return };
+        // Serialise once, before taking the channel's lock; every
+        // subscriber gets the same bytes.
+        let texts: Vec<(Offset, ByteString)> =
+            run.iter().map(|event| (event.id, ByteString::from(event.to_json()))).collect();
         let mut subs = entry.subs.lock();
-        // Serialise once; every subscriber gets the same bytes. Events at or
-        // below `last` were fanned out already.
-        let texts: Vec<(Offset, ByteString)> = run
-            .iter()
-            .filter(|event| event.id > subs.last)
-            .map(|event| (event.id, ByteString::from(event.to_json())))
-            .collect();
+        // Events at or below `last` were fanned out already (offsets grow).
+        let fresh = texts.partition_point(|(offset, _)| *offset <= subs.last);
+        let texts = &texts[fresh..];
         let Some((newest, _)) = texts.last() else { return };
         subs.last = *newest;
         let mut delivered = 0u64;
         for (_, subscriber) in subs.list.iter() {
-            if subscriber.queue.push_live(subscriber.tag, &texts) {
+            if subscriber.queue.push_live(subscriber.tag, texts) {
                 delivered += 1;
             }
         }
@@ -221,7 +221,7 @@ impl Hub {
         metrics.events_out.increment(delivered * texts.len() as u64);
         metrics.bytes_out.increment(delivered * bytes as u64);
         let now = pulse_protocol::timestamp::now();
-        for event in run {
+        for event in &run[fresh..] {
             let age = now.signed_duration_since(event.ts);
             metrics.latency.record(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
         }
