@@ -59,17 +59,8 @@ impl Publisher {
     pub async fn publish(&self, channel: &Channel, seq: u64, sent_us: u64, pad: usize) -> anyhow::Result<()> {
         match self {
             Self::Reports(target) => {
-                let body = serde_json::to_vec(&ReportBody::new(target.run, seq, sent_us, target.agents))?;
-                let response = target
-                    .http
-                    .post(target.url.as_str())
-                    .bearer_auth(&target.api_key)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .context("POST")?;
-                check(&target.url, response).await?;
+                let body = ReportBody::new(target.run, seq, sent_us, target.agents);
+                post(&target.http, &target.url, &target.api_key, &body).await?;
             }
             Self::Bus(bus) => {
                 let event_type = EventType::parse(EVENT_TYPE)?;
@@ -85,13 +76,10 @@ impl Publisher {
     }
 }
 
-async fn post(http: &reqwest::Client, url: &str, api_key: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+/// POSTs `body` as JSON (serialised straight to bytes); fails unless the
+/// answer is a success.
+async fn post(http: &reqwest::Client, url: &str, api_key: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
     let response = http.post(url).bearer_auth(api_key).json(body).send().await.context("POST")?;
-    check(url, response).await
-}
-
-/// Fails unless `response` is a success.
-async fn check(url: &str, response: reqwest::Response) -> anyhow::Result<()> {
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
