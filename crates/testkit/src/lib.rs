@@ -4,12 +4,15 @@
 //!   test, stopped when dropped (also on panic), which can be stopped,
 //!   restarted on the same port, or have its clients killed to inject faults.
 //! - [`WsClient`]: a real WebSocket client speaking the browser protocol.
+//! - [`TcpProxy`]: a TCP forwarder that can freeze (stop moving bytes, keep
+//!   the sockets) or cut its connections, for partitions and failovers.
 //! - [`wait_until`]: poll a condition with a generous deadline instead of
 //!   sleeping.
 //!
 //! Tests are run on loaded 2-core machines: every wait here takes a deadline
 //! measured in seconds and fails with a message saying what did not happen.
 
+mod proxy;
 mod redis_server;
 mod ws;
 
@@ -17,6 +20,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::time::Duration;
 
+pub use proxy::TcpProxy;
 pub use redis_server::RedisServer;
 pub use ws::WsClient;
 
