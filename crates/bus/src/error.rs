@@ -5,6 +5,12 @@ pub enum BusError {
     /// timed out). Retrying later may succeed; HTTP services answer 503.
     #[error("the event bus is unavailable: {0}")]
     Unavailable(String),
+    /// A request was sent but not answered in time, and its connection was
+    /// discarded: it may or may not have taken effect. A publish with an
+    /// idempotency key can be retried with the same key; one without cannot
+    /// be retried without risking a duplicate.
+    #[error("the event bus did not answer in time; the request may have taken effect: {0}")]
+    OutcomeUnknown(String),
     /// Redis answered with an error other than a connection failure.
     #[error("redis command failed: {0}")]
     Redis(redis::RedisError),
@@ -19,7 +25,7 @@ pub enum BusError {
 impl BusError {
     /// Whether retrying later may succeed (answer 503 rather than 500).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Closed)
+        matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_) | Self::Closed)
     }
 }
 

@@ -2,14 +2,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use pulse_protocol::{Channel, Event, EventDraft, Offset};
+use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 
 use crate::router::Router;
 use crate::subscription::Backend;
-use crate::{Bus, BusError, History, Subscription};
+use crate::{Bus, BusError, DEFAULT_HISTORY_LEN, History, LinkState, Publication, Subscription, continuous};
 
 /// Settings of the memory bus.
 #[derive(Debug, Clone, Copy)]
@@ -20,12 +20,16 @@ pub struct MemoryBusConfig {
 
 impl Default for MemoryBusConfig {
     fn default() -> Self {
-        Self { history_len: 10_000 }
+        Self { history_len: DEFAULT_HISTORY_LEN }
     }
 }
 
 /// The bus inside one process: a ring buffer of history per channel and
 /// offsets in the Redis stream id format. Cheap to clone.
+///
+/// Its history lives as long as the process, so the whole bus has one
+/// [`Epoch`], drawn at random when it is created: positions handed out by an
+/// earlier process (before a restart) are recognised as another history's.
 #[derive(Clone)]
 pub struct MemoryBus {
     inner: Arc<Inner>,
@@ -33,8 +37,19 @@ pub struct MemoryBus {
 
 struct Inner {
     history_len: usize,
+    epoch: Epoch,
     logs: Mutex<HashMap<Channel, Log>>,
+    /// Idempotency keys of [`Bus::publish_once`]: the position first given
+    /// and when the key expires.
+    idempotency: Mutex<Idempotency>,
     router: Arc<Router>,
+}
+
+#[derive(Default)]
+struct Idempotency {
+    keys: HashMap<String, (Position, Instant)>,
+    /// Size of `keys` after its last sweep of expired keys.
+    swept_len: usize,
 }
 
 #[derive(Default)]
@@ -52,7 +67,9 @@ impl MemoryBus {
         Self {
             inner: Arc::new(Inner {
                 history_len: config.history_len.max(1),
+                epoch: Epoch::from_u64(rand::random::<u64>().max(1)),
                 logs: Mutex::default(),
+                idempotency: Mutex::default(),
                 router: Arc::default(),
             }),
         }
@@ -70,6 +87,29 @@ impl Inner {
         // Every mutation below leaves the log consistent before it can panic.
         self.logs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn position(&self, offset: Offset) -> Position {
+        Position::new(self.epoch, offset)
+    }
+
+    /// Appends and dispatches, under the logs' lock.
+    fn append(&self, logs: &mut HashMap<Channel, Log>, channel: &Channel, draft: EventDraft) -> Event {
+        let log = logs.entry(channel.clone()).or_default();
+        let ms = now_ms();
+        let offset = if ms > log.head.ms { Offset::new(ms, 0) } else { log.head.successor() };
+        let event = draft.into_event(channel.clone(), self.position(offset));
+        log.head = offset;
+        log.events.push_back(event.clone());
+        while log.events.len() > self.history_len {
+            if let Some(trimmed) = log.events.pop_front() {
+                log.max_trimmed = trimmed.id.offset;
+            }
+        }
+        // Dispatching under the log's lock keeps live order equal to offset
+        // order when publishers race.
+        self.router.dispatch(Arc::new(event.clone()));
+        event
+    }
 }
 
 fn now_ms() -> u64 {
@@ -78,16 +118,20 @@ fn now_ms() -> u64 {
 
 #[async_trait]
 impl Backend for Inner {
-    async fn history(&self, channel: &Channel, after: Offset, limit: usize) -> Result<History, BusError> {
+    async fn history(&self, channel: &Channel, after: Position, limit: usize) -> Result<History, BusError> {
         let logs = self.logs();
-        let Some(log) = logs.get(channel) else { return Ok(History { events: Vec::new(), truncated: false }) };
-        let start = log.events.partition_point(|e| e.id <= after);
+        let empty = Log::default();
+        let log = logs.get(channel).unwrap_or(&empty);
+        let truncated = !continuous(after, self.epoch, log.head, log.max_trimmed);
+        // A reader from another history gets the oldest events of this one.
+        let from = if after.epoch == self.epoch { after.offset } else { Offset::ZERO };
+        let start = log.events.partition_point(|e| e.id.offset <= from);
         let events = log.events.iter().skip(start).take(limit).cloned().collect();
-        Ok(History { events, truncated: after < log.max_trimmed })
+        Ok(History { events, truncated, head: self.position(log.head) })
     }
 
-    async fn head(&self, channel: &Channel) -> Result<Offset, BusError> {
-        Ok(self.logs().get(channel).map_or(Offset::ZERO, |log| log.head))
+    async fn head(&self, channel: &Channel) -> Result<Position, BusError> {
+        Ok(self.position(self.logs().get(channel).map_or(Offset::ZERO, |log| log.head)))
     }
 
     async fn listen(&self, _channel: &Channel) -> Result<(), BusError> {
@@ -106,24 +150,40 @@ impl Backend for Inner {
 impl Bus for MemoryBus {
     async fn publish(&self, channel: &Channel, draft: EventDraft) -> Result<Event, BusError> {
         let mut logs = self.inner.logs();
-        let log = logs.entry(channel.clone()).or_default();
-        let ms = now_ms();
-        let id = if ms > log.head.ms { Offset::new(ms, 0) } else { log.head.successor() };
-        let event = draft.into_event(channel.clone(), id);
-        log.head = id;
-        log.events.push_back(event.clone());
-        while log.events.len() > self.inner.history_len {
-            if let Some(trimmed) = log.events.pop_front() {
-                log.max_trimmed = trimmed.id;
-            }
-        }
-        // Dispatching under the log's lock keeps live order equal to offset
-        // order when publishers race.
-        self.inner.router.dispatch(Arc::new(event.clone()));
-        Ok(event)
+        Ok(self.inner.append(&mut logs, channel, draft))
     }
 
-    async fn history(&self, channel: &Channel, after: Offset, limit: usize) -> Result<History, BusError> {
+    async fn publish_once(
+        &self,
+        channel: &Channel,
+        draft: EventDraft,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Publication, BusError> {
+        // One step, as on Redis: the key is checked and recorded under the
+        // same lock as the append.
+        let mut idempotency = self.inner.idempotency.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        if let Some((id, expiry)) = idempotency.keys.get(key)
+            && *expiry > now
+        {
+            return Ok(Publication { id: *id, duplicate: true });
+        }
+        let event = {
+            let mut logs = self.inner.logs();
+            self.inner.append(&mut logs, channel, draft)
+        };
+        // Sweep expired keys once the map has doubled since the last sweep,
+        // so memory stays bounded by the keys alive within one TTL.
+        if idempotency.keys.len() >= 2 * idempotency.swept_len.max(512) {
+            idempotency.keys.retain(|_, (_, expiry)| *expiry > now);
+            idempotency.swept_len = idempotency.keys.len();
+        }
+        idempotency.keys.insert(key.to_owned(), (event.id, now + ttl));
+        Ok(Publication { id: event.id, duplicate: false })
+    }
+
+    async fn history(&self, channel: &Channel, after: Position, limit: usize) -> Result<History, BusError> {
         Backend::history(&*self.inner, channel, after, limit).await
     }
 
@@ -133,7 +193,7 @@ impl Bus for MemoryBus {
         Ok(log.events.iter().skip(log.events.len().saturating_sub(limit)).cloned().collect())
     }
 
-    async fn head(&self, channel: &Channel) -> Result<Offset, BusError> {
+    async fn head(&self, channel: &Channel) -> Result<Position, BusError> {
         Backend::head(&*self.inner, channel).await
     }
 
@@ -143,5 +203,9 @@ impl Bus for MemoryBus {
 
     async fn check(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    fn link(&self) -> LinkState {
+        LinkState::Up
     }
 }

@@ -8,14 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use futures_util::StreamExt;
-use pulse_protocol::{Channel, Event, EventDraft, Offset};
-use redis::AsyncCommands;
+use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::link::{self, Link, LinkState};
 use crate::redis_lua::{self, Keys};
 use crate::router::Router;
 use crate::subscription::Backend;
-use crate::{Bus, BusError, History, Subscription, backoff};
+use crate::{Bus, BusError, DEFAULT_HISTORY_LEN, History, Publication, Subscription, backoff, continuous};
 
 /// Settings of the Redis bus.
 #[derive(Debug, Clone)]
@@ -28,11 +28,24 @@ pub struct RedisBusConfig {
     pub history_len: usize,
     /// Pooled connections for publishing and reads.
     pub pool_size: usize,
+    /// How often the pub/sub connection is pinged to prove it still moves
+    /// bytes: a partition or a failover can leave it open but silent.
+    pub ping_interval: Duration,
+    /// How long a ping (or a subscribe) on the pub/sub connection may go
+    /// unanswered before the connection is taken for dead and replaced.
+    pub ping_timeout: Duration,
 }
 
 impl Default for RedisBusConfig {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379/".into(), prefix: "pulse:".into(), history_len: 10_000, pool_size: 16 }
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            prefix: "pulse:".into(),
+            history_len: DEFAULT_HISTORY_LEN,
+            pool_size: 16,
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -40,6 +53,30 @@ impl Default for RedisBusConfig {
 /// before it fails with [`BusError::Unavailable`]: services answer 503
 /// quickly instead of hanging while Redis is away.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Awaits a request sent on `conn`, within [`REQUEST_TIMEOUT`].
+///
+/// A request that was sent but not answered in time may still be carried
+/// out later (Redis holds the writes of paused clients, as in a managed
+/// failover, and runs them when the pause ends). Its connection is therefore
+/// discarded, never handed to the next caller, and the error is
+/// [`BusError::OutcomeUnknown`].
+macro_rules! within_deadline {
+    ($op:expr, $conn:ident, $request:expr) => {{
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, $request).await;
+        let result = match answer {
+            Ok(answer) => answer.map_err(BusError::from),
+            Err(_) => {
+                drop(deadpool_redis::Connection::take($conn));
+                Err(BusError::OutcomeUnknown(format!("redis did not answer within {REQUEST_TIMEOUT:?}")))
+            }
+        };
+        if result.is_err() {
+            link::count_error($op);
+        }
+        result
+    }};
+}
 
 /// The bus on Redis. Cheap to clone; all clones share one connection pool
 /// and one pub/sub connection.
@@ -54,7 +91,11 @@ struct Inner {
     history_len: usize,
     router: Arc<Router>,
     publish: redis::Script,
+    publish_once: redis::Script,
     history: redis::Script,
+    head: redis::Script,
+    /// The pub/sub link's state, kept by its task.
+    link: Arc<Link>,
     /// Requests to the task that owns the pub/sub connection.
     listener: mpsc::UnboundedSender<Converge>,
 }
@@ -86,6 +127,7 @@ impl RedisBus {
         let (listener, requests) = mpsc::unbounded_channel();
         let keys = Keys::new(config.prefix.clone());
         let router = Arc::<Router>::default();
+        let link = Arc::new(Link::new());
         let bus = Self {
             inner: Arc::new(Inner {
                 pool,
@@ -93,13 +135,44 @@ impl RedisBus {
                 history_len: config.history_len.max(1),
                 router: router.clone(),
                 publish: redis_lua::publish_script(),
+                publish_once: redis_lua::publish_once_script(),
                 history: redis_lua::history_script(),
+                head: redis_lua::head_script(),
+                link: link.clone(),
                 listener,
             }),
         };
-        bus.check().await?;
-        tokio::spawn(listen(client, keys, router, requests));
+        bus.record_history_len().await?;
+        let pubsub = PubSubLink {
+            client,
+            keys,
+            router,
+            link,
+            ping_interval: config.ping_interval.max(Duration::from_millis(10)),
+            ping_timeout: config.ping_timeout.max(Duration::from_millis(10)),
+        };
+        tokio::spawn(pubsub.run(requests));
         Ok(bus)
+    }
+
+    /// Records this process's `history_len` in Redis and warns when another
+    /// service recorded a different one: every publisher trims the shared
+    /// history to its own length, so they must agree.
+    async fn record_history_len(&self) -> Result<(), BusError> {
+        let key = self.inner.keys.key("meta:history_len");
+        let ours = self.inner.history_len;
+        let mut conn = self.inner.conn("check").await?;
+        let previous: Option<String> =
+            within_deadline!("check", conn, redis::cmd("SET").arg(key).arg(ours).arg("GET").query_async(&mut conn))?;
+        if let Some(previous) = previous.filter(|p| p.parse::<usize>().ok() != Some(ours)) {
+            tracing::warn!(
+                history_len = ours,
+                other = %previous,
+                "redis.history_len differs from the value another Pulse service set; every publisher trims \
+                 channel history to its own value, so set the same redis.history_len for every service"
+            );
+        }
+        Ok(())
     }
 
     /// The connection pool, for other crates' scripts (see [`redis_lua`]).
@@ -117,80 +190,90 @@ impl RedisBus {
 }
 
 impl Inner {
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
-        Ok(self.pool.get().await?)
+    /// A pooled connection for one request (the pool's own wait and create
+    /// timeouts bound this; nothing has been sent when it fails).
+    async fn conn(&self, op: &'static str) -> Result<deadpool_redis::Connection, BusError> {
+        self.pool.get().await.map_err(|e| {
+            link::count_error(op);
+            BusError::from(e)
+        })
     }
 }
 
+fn corrupt(channel: &Channel, reason: impl ToString) -> BusError {
+    BusError::Corrupt { channel: channel.to_string(), reason: reason.to_string() }
+}
+
+/// Parses a position as the scripts return it (`<epoch>:<stream id>`).
+fn parse_position(channel: &Channel, text: &str) -> Result<Position, BusError> {
+    Position::from_str(text).map_err(|e| corrupt(channel, e))
+}
+
+/// Parses an epoch as the scripts return it ('' for none).
+fn parse_epoch(channel: &Channel, text: &str) -> Result<Epoch, BusError> {
+    if text.is_empty() { Ok(Epoch::NONE) } else { Epoch::from_str(text).map_err(|e| corrupt(channel, e)) }
+}
+
+fn parse_offset(channel: &Channel, text: &str) -> Result<Offset, BusError> {
+    Offset::from_str(text).map_err(|e| corrupt(channel, e))
+}
+
 /// Parses a stream entry or live message back into an event.
-fn decode(channel: &Channel, id: &str, draft_json: &str) -> Result<Event, BusError> {
-    let corrupt = |reason: String| BusError::Corrupt { channel: channel.to_string(), reason };
-    let id = Offset::from_str(id).map_err(|e| corrupt(e.to_string()))?;
-    let draft: EventDraft = serde_json::from_str(draft_json).map_err(|e| corrupt(format!("event {id}: {e}")))?;
+fn decode(channel: &Channel, id: Position, draft_json: &str) -> Result<Event, BusError> {
+    let draft: EventDraft = serde_json::from_str(draft_json).map_err(|e| corrupt(channel, format!("event {id}: {e}")))?;
     Ok(draft.into_event(channel.clone(), id))
 }
 
 /// A stream entry as XRANGE returns it: id and flat field/value list.
 type Entry = (String, Vec<String>);
 
-fn decode_entry(channel: &Channel, (id, fields): Entry) -> Result<Event, BusError> {
-    let payload =
-        fields.chunks(2).find(|pair| pair.first().is_some_and(|f| f == "e")).and_then(|pair| pair.get(1)).ok_or_else(
-            || BusError::Corrupt { channel: channel.to_string(), reason: format!("entry {id} has no event field") },
-        )?;
-    decode(channel, &id, payload)
-}
-
-async fn with_timeout<T>(future: impl Future<Output = Result<T, BusError>>) -> Result<T, BusError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| Err(BusError::Unavailable(format!("redis did not answer within {REQUEST_TIMEOUT:?}"))))
+fn decode_entry(channel: &Channel, epoch: Epoch, (id, fields): Entry) -> Result<Event, BusError> {
+    let payload = fields
+        .chunks(2)
+        .find(|pair| pair.first().is_some_and(|f| f == "e"))
+        .and_then(|pair| pair.get(1))
+        .ok_or_else(|| corrupt(channel, format!("entry {id} has no event field")))?;
+    decode(channel, Position::new(epoch, parse_offset(channel, &id)?), payload)
 }
 
 #[async_trait]
 impl Backend for Inner {
-    async fn history(&self, channel: &Channel, after: Offset, limit: usize) -> Result<History, BusError> {
-        with_timeout(async {
-            let mut conn = self.conn().await?;
-            let (max_deleted, entries): (String, Vec<Entry>) = self
-                .history
-                .key(self.keys.hist(channel))
-                .arg(after.to_string())
-                .arg(limit.max(1))
-                .invoke_async(&mut conn)
-                .await?;
-            let max_deleted = Offset::from_str(&max_deleted)
-                .map_err(|e| BusError::Corrupt { channel: channel.to_string(), reason: e.to_string() })?;
-            let events = entries.into_iter().map(|entry| decode_entry(channel, entry)).collect::<Result<_, _>>()?;
-            Ok(History { events, truncated: after < max_deleted })
+    async fn history(&self, channel: &Channel, after: Position, limit: usize) -> Result<History, BusError> {
+        let (hist, epoch_key) = (self.keys.hist(channel), self.keys.epoch(channel));
+        let reader_epoch = if after.epoch.is_none() { String::new() } else { after.epoch.to_string() };
+        let mut invocation = self.history.key(hist);
+        invocation.key(epoch_key).arg(reader_epoch).arg(after.offset.to_string()).arg(limit.max(1));
+        let mut conn = self.conn("history").await?;
+        let (epoch, head, max_deleted, entries): (String, String, String, Vec<Entry>) =
+            within_deadline!("history", conn, invocation.invoke_async(&mut conn))?;
+        let epoch = parse_epoch(channel, &epoch)?;
+        let head = parse_offset(channel, &head)?;
+        let max_deleted = parse_offset(channel, &max_deleted)?;
+        let events =
+            entries.into_iter().map(|entry| decode_entry(channel, epoch, entry)).collect::<Result<_, _>>()?;
+        Ok(History {
+            events,
+            truncated: !continuous(after, epoch, head, max_deleted),
+            head: Position::new(epoch, head),
         })
-        .await
     }
 
-    async fn head(&self, channel: &Channel) -> Result<Offset, BusError> {
-        with_timeout(async {
-            let mut conn = self.conn().await?;
-            let newest: Vec<Entry> = redis::cmd("XREVRANGE")
-                .arg(self.keys.hist(channel))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await?;
-            match newest.into_iter().next() {
-                Some((id, _)) => Offset::from_str(&id)
-                    .map_err(|e| BusError::Corrupt { channel: channel.to_string(), reason: e.to_string() }),
-                None => Ok(Offset::ZERO),
-            }
-        })
-        .await
+    async fn head(&self, channel: &Channel) -> Result<Position, BusError> {
+        let (hist, epoch_key) = (self.keys.hist(channel), self.keys.epoch(channel));
+        let mut invocation = self.head.key(hist);
+        invocation.key(epoch_key);
+        let mut conn = self.conn("head").await?;
+        let (epoch, head): (String, String) = within_deadline!("head", conn, invocation.invoke_async(&mut conn))?;
+        Ok(Position::new(parse_epoch(channel, &epoch)?, parse_offset(channel, &head)?))
     }
 
     async fn listen(&self, channel: &Channel) -> Result<(), BusError> {
         let (done, answer) = oneshot::channel();
         self.listener.send(Converge { channel: channel.clone(), done: Some(done) }).map_err(|_| BusError::Closed)?;
-        with_timeout(async { answer.await.map_err(|_| BusError::Closed)? }).await
+        tokio::time::timeout(REQUEST_TIMEOUT, answer)
+            .await
+            .map_err(|_| BusError::Unavailable(format!("redis did not subscribe within {REQUEST_TIMEOUT:?}")))?
+            .map_err(|_| BusError::Closed)?
     }
 
     fn release(&self, channel: &Channel) {
@@ -207,47 +290,57 @@ impl Backend for Inner {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, channel: &Channel, draft: EventDraft) -> Result<Event, BusError> {
-        let inner = &self.inner;
+        let inner = &*self.inner;
         let draft_json = redis_lua::encode_draft(&draft);
-        let id: String = with_timeout(async {
-            let mut conn = inner.conn().await?;
-            Ok(inner
-                .publish
-                .key(inner.keys.hist(channel))
-                .key(inner.keys.live(channel))
-                .arg(inner.history_len)
-                .arg(&draft_json)
-                .invoke_async(&mut conn)
-                .await?)
-        })
-        .await?;
-        let id = Offset::from_str(&id)
-            .map_err(|e| BusError::Corrupt { channel: channel.to_string(), reason: e.to_string() })?;
-        Ok(draft.into_event(channel.clone(), id))
+        let keys = [inner.keys.hist(channel), inner.keys.live(channel), inner.keys.epoch(channel)];
+        let mut invocation = inner.publish.key(&keys[..]);
+        invocation.arg(inner.history_len).arg(&draft_json).arg(redis_lua::epoch_candidate());
+        let mut conn = inner.conn("publish").await?;
+        let position: String = within_deadline!("publish", conn, invocation.invoke_async(&mut conn))?;
+        Ok(draft.into_event(channel.clone(), parse_position(channel, &position)?))
     }
 
-    async fn history(&self, channel: &Channel, after: Offset, limit: usize) -> Result<History, BusError> {
+    async fn publish_once(
+        &self,
+        channel: &Channel,
+        draft: EventDraft,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Publication, BusError> {
+        let inner = &*self.inner;
+        let draft_json = redis_lua::encode_draft(&draft);
+        let keys = [
+            inner.keys.hist(channel),
+            inner.keys.live(channel),
+            inner.keys.epoch(channel),
+            inner.keys.idempotency(key),
+        ];
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut invocation = inner.publish_once.key(&keys[..]);
+        invocation.arg(inner.history_len).arg(&draft_json).arg(redis_lua::epoch_candidate()).arg(ttl_ms);
+        let mut conn = inner.conn("publish").await?;
+        let (duplicate, position): (u8, String) =
+            within_deadline!("publish", conn, invocation.invoke_async(&mut conn))?;
+        Ok(Publication { id: parse_position(channel, &position)?, duplicate: duplicate == 1 })
+    }
+
+    async fn history(&self, channel: &Channel, after: Position, limit: usize) -> Result<History, BusError> {
         Backend::history(&*self.inner, channel, after, limit).await
     }
 
     async fn latest(&self, channel: &Channel, limit: usize) -> Result<Vec<Event>, BusError> {
-        let inner = &self.inner;
-        with_timeout(async {
-            let mut conn = inner.conn().await?;
-            let newest: Vec<Entry> = redis::cmd("XREVRANGE")
-                .arg(inner.keys.hist(channel))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(limit.max(1))
-                .query_async(&mut conn)
-                .await?;
-            newest.into_iter().rev().map(|entry| decode_entry(channel, entry)).collect()
-        })
-        .await
+        let inner = &*self.inner;
+        let (hist, epoch_key) = (inner.keys.hist(channel), inner.keys.epoch(channel));
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(epoch_key).cmd("XREVRANGE").arg(hist).arg("+").arg("-").arg("COUNT").arg(limit.max(1));
+        let mut conn = inner.conn("latest").await?;
+        let (epoch, newest): (Option<String>, Vec<Entry>) =
+            within_deadline!("latest", conn, pipe.query_async(&mut conn))?;
+        let epoch = parse_epoch(channel, epoch.as_deref().unwrap_or(""))?;
+        newest.into_iter().rev().map(|entry| decode_entry(channel, epoch, entry)).collect()
     }
 
-    async fn head(&self, channel: &Channel) -> Result<Offset, BusError> {
+    async fn head(&self, channel: &Channel) -> Result<Position, BusError> {
         Backend::head(&*self.inner, channel).await
     }
 
@@ -256,105 +349,169 @@ impl Bus for RedisBus {
     }
 
     async fn check(&self) -> Result<(), BusError> {
-        with_timeout(async {
-            let mut conn = self.inner.conn().await?;
-            let _: String = conn.ping().await?;
-            Ok(())
-        })
-        .await
+        let mut conn = self.inner.conn("check").await?;
+        let _: String = within_deadline!("check", conn, redis::cmd("PING").query_async(&mut conn))?;
+        match self.inner.link.get() {
+            LinkState::Up => Ok(()),
+            LinkState::Down => Err(BusError::Unavailable("the redis pub/sub link is down; reconnecting".into())),
+        }
+    }
+
+    fn link(&self) -> LinkState {
+        self.inner.link.get()
     }
 }
 
 /// Owns the process's one pub/sub connection: subscribes channels while
 /// local subscriptions want them, hands live messages to the router, and
-/// reconnects with backoff when the connection drops. After a reconnection
-/// every subscription fills what it missed from history.
-async fn listen(
+/// replaces the connection when it drops or goes silent. After a
+/// reconnection every subscription fills what it missed from history.
+///
+/// A connection can stay open yet move no bytes (a partition, or a failover
+/// that leaves the old primary unreachable): nothing on it fails, it is just
+/// quiet. So it is pinged every `ping_interval` (Redis answers `PING` on a
+/// subscribed connection), and a ping or subscribe unanswered within
+/// `ping_timeout` counts as a dropped connection.
+struct PubSubLink {
     client: redis::Client,
     keys: Keys,
     router: Arc<Router>,
-    mut requests: mpsc::UnboundedReceiver<Converge>,
-) {
-    let mut failures: u32 = 0;
-    let mut connected_before = false;
-    loop {
-        let (mut sink, mut stream) = match connect(&client, &keys, &router).await {
-            Ok(parts) => parts,
-            Err(err) => {
-                if failures == 0 {
-                    tracing::warn!(error = %err, "redis pub/sub connection lost; reconnecting with backoff");
-                }
-                failures = failures.saturating_add(1);
-                // Meanwhile, answer requests at once instead of letting them hang.
-                let retry = tokio::time::sleep(backoff::delay(failures));
-                tokio::pin!(retry);
-                loop {
-                    tokio::select! {
-                        () = &mut retry => break,
-                        request = requests.recv() => match request {
-                            Some(request) => answer(request, Err(BusError::Unavailable(err.to_string()))),
-                            None => return,
-                        },
-                    }
-                }
-                continue;
-            }
-        };
-        let mut subscribed: HashSet<Channel> = router.channels().into_iter().collect();
-        if connected_before {
-            tracing::info!(channels = subscribed.len(), "redis pub/sub reconnected; filling gaps from history");
-            router.mark_all_lagged();
-        }
-        connected_before = true;
+    link: Arc<Link>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
 
+/// Why a connected pub/sub link ended.
+enum Ended {
+    /// The bus was dropped: stop.
+    BusGone,
+    /// Lost or silent: reconnect.
+    Lost(String),
+}
+
+impl PubSubLink {
+    async fn run(self, mut requests: mpsc::UnboundedReceiver<Converge>) {
+        let mut failures: u32 = 0;
+        let mut connected_before = false;
+        loop {
+            let (sink, stream) = match self.connect().await {
+                Ok(parts) => parts,
+                Err(err) => {
+                    if failures == 0 {
+                        tracing::warn!(error = %err, "redis pub/sub connection failed; reconnecting with backoff");
+                    }
+                    link::count_error("subscribe");
+                    failures = failures.saturating_add(1);
+                    // Meanwhile, answer requests at once instead of letting them hang.
+                    let retry = tokio::time::sleep(backoff::delay(failures));
+                    tokio::pin!(retry);
+                    loop {
+                        tokio::select! {
+                            () = &mut retry => break,
+                            request = requests.recv() => match request {
+                                Some(request) => answer(request, Err(BusError::Unavailable(err.to_string()))),
+                                None => return,
+                            },
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.link.set(LinkState::Up);
+            if connected_before {
+                link::count_reconnect();
+                tracing::info!(
+                    channels = self.router.channels().len(),
+                    "redis pub/sub reconnected; filling gaps from history"
+                );
+                self.router.mark_all_lagged();
+            }
+            connected_before = true;
+            failures = 0;
+
+            let ended = self.serve(sink, stream, &mut requests).await;
+            self.link.set(LinkState::Down);
+            match ended {
+                Ended::BusGone => return,
+                Ended::Lost(why) => {
+                    tracing::warn!(reason = %why, "redis pub/sub connection lost; reconnecting");
+                    link::count_error("ping");
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), BusError> {
+        let pubsub = tokio::time::timeout(REQUEST_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| BusError::Unavailable("timed out connecting to redis".into()))??;
+        let (mut sink, stream) = pubsub.split();
+        let channels: Vec<String> = self.router.channels().iter().map(|c| self.keys.live(c)).collect();
+        if !channels.is_empty() {
+            tokio::time::timeout(self.ping_timeout, sink.subscribe(channels))
+                .await
+                .map_err(|_| BusError::Unavailable("redis did not confirm the subscriptions in time".into()))??;
+        }
+        Ok((sink, stream))
+    }
+
+    /// Runs one connection until it is lost, silent, or the bus is dropped.
+    async fn serve(
+        &self,
+        mut sink: redis::aio::PubSubSink,
+        mut stream: redis::aio::PubSubStream,
+        requests: &mut mpsc::UnboundedReceiver<Converge>,
+    ) -> Ended {
+        let mut subscribed: HashSet<Channel> = self.router.channels().into_iter().collect();
+        let mut ping = tokio::time::interval(self.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             tokio::select! {
                 message = stream.next() => {
-                    let Some(message) = message else { break };
-                    deliver(&keys, &router, &message);
+                    let Some(message) = message else { return Ended::Lost("connection closed".into()) };
+                    deliver(&self.keys, &self.router, &message);
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout(self.ping_timeout, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => return Ended::Lost(format!("ping failed: {err}")),
+                        Err(_) => return Ended::Lost(format!("no answer to a ping within {:?}", self.ping_timeout)),
+                    }
                 }
                 request = requests.recv() => {
-                    let Some(request) = request else { return };
-                    let wanted = router.wants(&request.channel);
-                    let result = if wanted && !subscribed.contains(&request.channel) {
-                        sink.subscribe(keys.live(&request.channel)).await.map(|()| {
-                            subscribed.insert(request.channel.clone());
+                    let Some(request) = request else { return Ended::BusGone };
+                    let channel = request.channel.clone();
+                    let wanted = self.router.wants(&channel);
+                    let result = if wanted && !subscribed.contains(&channel) {
+                        self.confirm(sink.subscribe(self.keys.live(&channel))).await.map(|()| {
+                            subscribed.insert(channel);
                         })
-                    } else if !wanted && subscribed.contains(&request.channel) {
-                        sink.unsubscribe(keys.live(&request.channel)).await.map(|()| {
-                            subscribed.remove(&request.channel);
+                    } else if !wanted && subscribed.contains(&channel) {
+                        self.confirm(sink.unsubscribe(self.keys.live(&channel))).await.map(|()| {
+                            subscribed.remove(&channel);
                         })
                     } else {
                         Ok(())
                     };
-                    let failed = result.is_err();
-                    answer(request, result.map_err(BusError::from));
-                    if failed {
-                        break;
+                    if let Err(err) = result {
+                        let why = err.to_string();
+                        answer(request, Err(err));
+                        return Ended::Lost(why);
                     }
+                    answer(request, Ok(()));
                 }
             }
         }
-        tracing::warn!("redis pub/sub connection lost; reconnecting with backoff");
-        // Already logged: the first failed reconnection stays quiet.
-        failures = 1;
     }
-}
 
-async fn connect(
-    client: &redis::Client,
-    keys: &Keys,
-    router: &Router,
-) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), BusError> {
-    let pubsub = tokio::time::timeout(REQUEST_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| BusError::Unavailable("timed out connecting to redis".into()))??;
-    let (mut sink, stream) = pubsub.split();
-    let channels: Vec<String> = router.channels().iter().map(|c| keys.live(c)).collect();
-    if !channels.is_empty() {
-        sink.subscribe(channels).await?;
+    /// Awaits a subscribe or unsubscribe confirmation within `ping_timeout`.
+    async fn confirm(&self, request: impl Future<Output = redis::RedisResult<()>>) -> Result<(), BusError> {
+        match tokio::time::timeout(self.ping_timeout, request).await {
+            Ok(result) => result.map_err(BusError::from),
+            Err(_) => Err(BusError::Unavailable(format!("redis did not confirm within {:?}", self.ping_timeout))),
+        }
     }
-    Ok((sink, stream))
 }
 
 fn answer(request: Converge, result: Result<(), BusError>) {
@@ -373,11 +530,8 @@ fn deliver(keys: &Keys, router: &Router, message: &redis::Msg) {
     let decoded = std::str::from_utf8(payload)
         .ok()
         .and_then(|text| text.split_once(' '))
-        .ok_or_else(|| BusError::Corrupt {
-            channel: channel.to_string(),
-            reason: "live message is not `<id> <json>`".into(),
-        })
-        .and_then(|(id, json)| decode(&channel, id, json));
+        .ok_or_else(|| corrupt(&channel, "live message is not `<position> <json>`"))
+        .and_then(|(id, json)| decode(&channel, parse_position(&channel, id)?, json));
     match decoded {
         Ok(event) => router.dispatch(Arc::new(event)),
         Err(err) => tracing::warn!(error = %err, "dropping a malformed live message"),

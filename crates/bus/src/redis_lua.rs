@@ -1,7 +1,7 @@
 //! Redis key names and the Lua that publishes atomically, for this crate
 //! and for other crates whose scripts change state and publish in one step.
 
-use pulse_protocol::{Channel, EventDraft};
+use pulse_protocol::{Channel, Epoch, EventDraft};
 
 /// Key and channel names under the configured prefix (default `pulse:`).
 #[derive(Debug, Clone)]
@@ -17,6 +17,16 @@ impl Keys {
     /// `{prefix}hist:{channel}`: the channel's capped history stream.
     pub fn hist(&self, channel: &Channel) -> String {
         format!("{}hist:{}", self.prefix, channel)
+    }
+
+    /// `{prefix}epoch:{channel}`: the [`Epoch`] of the channel's history.
+    pub fn epoch(&self, channel: &Channel) -> String {
+        format!("{}epoch:{}", self.prefix, channel)
+    }
+
+    /// `{prefix}idem:{key}`: an idempotency key of a publish.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idem:{}", self.prefix, key)
     }
 
     /// `{prefix}ch:{channel}`: the channel's live pub/sub channel.
@@ -40,17 +50,39 @@ impl Keys {
 }
 
 /// Lua source defining `local function pulse_publish(hist_key, live_key,
-/// maxlen, draft_json)`, which appends to the capped history stream and
-/// publishes live in one step and returns the new stream id. Prepend it to a
-/// script that changes state and publishes, so both happen atomically.
+/// epoch_key, epoch_candidate, maxlen, draft_json)`, which appends to the
+/// capped history stream and publishes live in one step, starting a new
+/// epoch when the history does not exist, and returns the new position
+/// (`<epoch>:<stream id>`). Prepend it to a script that changes state and
+/// publishes, so both happen atomically. Pass the keys of
+/// [`Keys::hist`], [`Keys::live`] and [`Keys::epoch`], and an
+/// [`epoch_candidate`].
 pub const PUBLISH_FUNCTION: &str = include_str!("lua/publish_function.lua");
 
 pub(crate) fn publish_script() -> redis::Script {
-    redis::Script::new(&format!("{PUBLISH_FUNCTION}\n{}", include_str!("lua/publish.lua")))
+    with_publish_function(include_str!("lua/publish.lua"))
+}
+
+pub(crate) fn publish_once_script() -> redis::Script {
+    with_publish_function(include_str!("lua/publish_once.lua"))
 }
 
 pub(crate) fn history_script() -> redis::Script {
     redis::Script::new(include_str!("lua/history.lua"))
+}
+
+pub(crate) fn head_script() -> redis::Script {
+    redis::Script::new(include_str!("lua/head.lua"))
+}
+
+fn with_publish_function(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PUBLISH_FUNCTION}\n{body}"))
+}
+
+/// A random epoch, for `pulse_publish`'s `epoch_candidate`: used only if the
+/// channel's history turns out to need a new one.
+pub fn epoch_candidate() -> String {
+    Epoch::from_u64(rand::random::<u64>().max(1)).to_string()
 }
 
 /// The `draft_json` argument of `pulse_publish`: what history stores and

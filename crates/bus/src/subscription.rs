@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use pulse_protocol::{Channel, Event, Offset};
+use pulse_protocol::{Channel, Event, Offset, Position};
 use tokio::sync::mpsc;
 
 use crate::router::{Lag, Router};
@@ -18,8 +18,8 @@ const QUEUE_CAPACITY: usize = 8_192;
 /// What a subscription needs from its bus.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
-    async fn history(&self, channel: &Channel, after: Offset, limit: usize) -> Result<History, BusError>;
-    async fn head(&self, channel: &Channel) -> Result<Offset, BusError>;
+    async fn history(&self, channel: &Channel, after: Position, limit: usize) -> Result<History, BusError>;
+    async fn head(&self, channel: &Channel) -> Result<Position, BusError>;
     /// Returns once live events of `channel` reach the router.
     async fn listen(&self, channel: &Channel) -> Result<(), BusError>;
     /// The router has no subscriber left for `channel`.
@@ -43,9 +43,9 @@ pub struct Subscription {
     tx: mpsc::Sender<Arc<Event>>,
     rx: mpsc::Receiver<Arc<Event>>,
     lag: Arc<Lag>,
-    /// Last offset delivered (or skipped as already known) per channel; the
-    /// keys are the subscribed channels.
-    last: HashMap<Channel, Offset>,
+    /// Last position delivered (or skipped as already known) per channel;
+    /// the keys are the subscribed channels.
+    last: HashMap<Channel, Position>,
     /// Channels to fill from history; kept here so that a cancelled fill is
     /// retried.
     to_fill: VecDeque<Channel>,
@@ -71,8 +71,11 @@ impl Subscription {
     }
 
     /// Subscribes to `channel` from now on. Returns the channel's head: the
-    /// offset of its newest event, after which delivery starts.
-    pub async fn subscribe(&mut self, channel: &Channel) -> Result<Offset, BusError> {
+    /// position of its newest event, after which delivery starts.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the bus cannot subscribe now.
+    pub async fn subscribe(&mut self, channel: &Channel) -> Result<Position, BusError> {
         if let Some(last) = self.last.get(channel) {
             return Ok(*last);
         }
@@ -89,8 +92,11 @@ impl Subscription {
     }
 
     /// Subscribes to `channel`, first delivering the events after `after`
-    /// from history (or a gap where history no longer reaches back).
-    pub async fn subscribe_from(&mut self, channel: &Channel, after: Offset) -> Result<(), BusError> {
+    /// from history (or a gap where history cannot continue from it).
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the bus cannot subscribe now.
+    pub async fn subscribe_from(&mut self, channel: &Channel, after: Position) -> Result<(), BusError> {
         if self.last.contains_key(channel) {
             self.unsubscribe(channel);
         }
@@ -187,7 +193,17 @@ impl Subscription {
             return None;
         }
         let last = self.last.get_mut(&event.channel)?;
-        if event.id <= *last {
+        if event.id.epoch != last.epoch && !last.epoch.is_none() {
+            // The channel's history was replaced. Live events of the new
+            // epoch may have gone by before this one (while the link was
+            // quiet): take them all from its history, in order. (Where no
+            // history existed when delivery started, every event of the
+            // first one arrives live.)
+            *last = Position::new(event.id.epoch, Offset::ZERO);
+            self.to_fill.push_back(event.channel.clone());
+            return None;
+        }
+        if !event.id.follows(last) {
             return None;
         }
         *last = event.id;
@@ -203,12 +219,18 @@ impl Subscription {
         let mut messages = Vec::new();
         loop {
             let page = self.backend.history(channel, after, FILL_PAGE).await?;
-            if page.truncated && after == start {
-                messages.push(BusMessage::Gap { channel: channel.clone(), after: start });
+            if page.truncated {
+                // Trimmed past `after`, replaced by another epoch, or `after`
+                // is ahead of the head: what follows starts over from what
+                // the history has.
+                messages.push(BusMessage::Gap { channel: channel.clone(), after });
+                if page.events.is_empty() {
+                    after = page.head;
+                }
             }
             let full = page.events.len() >= FILL_PAGE;
             for event in page.events {
-                if event.id > after {
+                if event.id.follows(&after) {
                     after = event.id;
                     messages.push(BusMessage::Event(Arc::new(event)));
                 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_bus::{Bus, BusMessage, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig, Subscription};
-use pulse_protocol::{Channel, Event, EventDraft, EventType, Offset};
+use pulse_protocol::{Channel, Epoch, Event, EventDraft, EventType, Offset, Position};
 use pulse_testkit::{DEADLINE, RedisServer, within};
 use serde_json::json;
 
@@ -58,6 +58,10 @@ macro_rules! conformance {
 
 conformance! {
     offsets_increase_and_history_keeps_order(100),
+    a_position_of_another_epoch_is_not_continued(100),
+    a_position_ahead_of_the_head_is_not_continued(100),
+    an_idempotent_publish_happens_once_per_key(100),
+    a_subscription_gets_a_gap_when_resuming_from_another_epoch(100),
     live_and_history_copies_carry_the_same_id(100),
     history_after_an_offset_with_a_limit(100),
     trimming_keeps_the_newest_and_reports_truncation(10),
@@ -95,14 +99,16 @@ async fn what_has_arrived_can_be_taken_without_waiting(h: Harness) {
 
 async fn offsets_increase_and_history_keeps_order(h: Harness) {
     let ch = channel("orders");
-    let mut last = Offset::ZERO;
+    let mut last = Position::ZERO;
     for n in 0..50 {
         let event = h.bus.publish(&ch, draft(n)).await.unwrap();
-        assert!(event.id > last, "offset {} not after {}", event.id, last);
+        assert!(!event.id.epoch.is_none(), "every event carries its history's epoch");
+        assert!(n == 0 || event.id.epoch == last.epoch, "one history, one epoch");
+        assert!(event.id.offset > last.offset, "offset {} not after {}", event.id, last);
         assert_eq!(event.channel, ch);
         last = event.id;
     }
-    let history = h.bus.history(&ch, Offset::ZERO, 1000).await.unwrap();
+    let history = h.bus.history(&ch, Position::ZERO, 1000).await.unwrap();
     assert!(!history.truncated);
     assert_eq!(history.events.iter().map(n_of).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
     assert_eq!(history.events.last().unwrap().id, last);
@@ -114,7 +120,7 @@ async fn live_and_history_copies_carry_the_same_id(h: Harness) {
     sub.subscribe(&ch).await.unwrap();
     let published = h.bus.publish(&ch, draft(7).with_trace(Some("00-abc-def-01".into()))).await.unwrap();
     let live = next_event(&mut sub).await;
-    let stored = h.bus.history(&ch, Offset::ZERO, 10).await.unwrap().events;
+    let stored = h.bus.history(&ch, Position::ZERO, 10).await.unwrap().events;
     assert_eq!(*live, published);
     assert_eq!(stored, vec![published]);
 }
@@ -130,7 +136,7 @@ async fn history_after_an_offset_with_a_limit(h: Harness) {
     assert!(!page.truncated);
     let tail = h.bus.history(&ch, ids[19], 5).await.unwrap();
     assert!(tail.events.is_empty());
-    let unknown = h.bus.history(&channel("never-used"), Offset::ZERO, 5).await.unwrap();
+    let unknown = h.bus.history(&channel("never-used"), Position::ZERO, 5).await.unwrap();
     assert!(unknown.events.is_empty() && !unknown.truncated);
 }
 
@@ -141,7 +147,7 @@ async fn trimming_keeps_the_newest_and_reports_truncation(h: Harness) {
     for n in 0..25 {
         ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
     }
-    let all = h.bus.history(&ch, Offset::ZERO, 100).await.unwrap();
+    let all = h.bus.history(&ch, Position::ZERO, 100).await.unwrap();
     assert_eq!(all.events.iter().map(n_of).collect::<Vec<_>>(), (15..25).collect::<Vec<_>>());
     assert!(all.truncated, "events 0..15 were trimmed");
     // After the newest trimmed event, nothing is missing.
@@ -154,15 +160,16 @@ async fn trimming_keeps_the_newest_and_reports_truncation(h: Harness) {
 
 async fn latest_and_head(h: Harness) {
     let ch = channel("decisions");
-    assert_eq!(h.bus.head(&ch).await.unwrap(), Offset::ZERO);
+    assert!(h.bus.head(&ch).await.unwrap().is_start());
     assert!(h.bus.latest(&ch, 3).await.unwrap().is_empty());
-    let mut last = Offset::ZERO;
+    let mut last = Position::ZERO;
     for n in 0..10 {
         last = h.bus.publish(&ch, draft(n)).await.unwrap().id;
     }
     assert_eq!(h.bus.head(&ch).await.unwrap(), last);
     let latest = h.bus.latest(&ch, 3).await.unwrap();
     assert_eq!(latest.iter().map(n_of).collect::<Vec<_>>(), vec![7, 8, 9]);
+    assert_eq!(latest[2].id, last, "latest events carry their epoch too");
 }
 
 async fn many_subscribers_each_get_everything_in_order(h: Harness) {
@@ -282,4 +289,88 @@ async fn a_subscriber_that_falls_behind_still_gets_everything(h: Harness) {
     h.bus.publish(&ch, draft(total)).await.unwrap();
     assert_eq!(n_of(&*next_event(&mut sub).await), total);
     assert!(within("no more messages", Duration::from_millis(200), sub.next()).await.is_err());
+}
+
+async fn a_position_of_another_epoch_is_not_continued(h: Harness) {
+    let ch = channel("epochs");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
+    }
+    let epoch = ids[0].epoch;
+    let other = Epoch::from_u64(epoch.as_u64().wrapping_add(1).max(1));
+    // The same offset in another history: nothing of this one was seen.
+    let foreign = h.bus.history(&ch, Position::new(other, ids[1].offset), 100).await.unwrap();
+    assert!(foreign.truncated, "another epoch's position cannot be continued");
+    assert_eq!(foreign.events.iter().map(n_of).collect::<Vec<_>>(), (0..5).collect::<Vec<_>>());
+    assert_eq!(foreign.head, ids[4]);
+    // An offset from before epochs existed: epoch unknown.
+    let legacy = h.bus.history(&ch, ids[1].offset.into(), 100).await.unwrap();
+    assert!(legacy.truncated, "an offset without epoch cannot be continued");
+    // From the beginning fits any epoch.
+    assert!(!h.bus.history(&ch, Position::ZERO, 100).await.unwrap().truncated);
+    assert!(!h.bus.history(&ch, Position::new(other, Offset::ZERO), 100).await.unwrap().truncated);
+    // The position itself is continued.
+    let own = h.bus.history(&ch, ids[1], 100).await.unwrap();
+    assert!(!own.truncated);
+    assert_eq!(own.events.iter().map(n_of).collect::<Vec<_>>(), vec![2, 3, 4]);
+}
+
+async fn a_position_ahead_of_the_head_is_not_continued(h: Harness) {
+    let ch = channel("future");
+    let mut last = Position::ZERO;
+    for n in 0..3 {
+        last = h.bus.publish(&ch, draft(n)).await.unwrap().id;
+    }
+    // One day ahead, as a host whose clock was ahead would have issued.
+    let ahead = Position::new(last.epoch, Offset::new(last.offset.ms + 86_400_000, 0));
+    let page = h.bus.history(&ch, ahead, 100).await.unwrap();
+    assert!(page.truncated, "an offset the channel never issued cannot be continued");
+    assert_eq!(page.head, last);
+    assert!(!h.bus.history(&ch, last, 100).await.unwrap().truncated, "the head itself is fine");
+}
+
+async fn an_idempotent_publish_happens_once_per_key(h: Harness) {
+    let ch = channel("once");
+    let ttl = Duration::from_secs(60);
+    let first = h.bus.publish_once(&ch, draft(1), "k-1", ttl).await.unwrap();
+    assert!(!first.duplicate);
+    let again = h.bus.publish_once(&ch, draft(1), "k-1", ttl).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id, "a duplicate is answered with the first publish's position");
+    let other = h.bus.publish_once(&ch, draft(2), "k-2", ttl).await.unwrap();
+    assert!(!other.duplicate);
+    let history = h.bus.history(&ch, Position::ZERO, 100).await.unwrap();
+    assert_eq!(history.events.iter().map(n_of).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(history.events[0].id, first.id);
+    // An expired key publishes again.
+    let short = h.bus.publish_once(&ch, draft(3), "k-3", Duration::from_millis(1)).await.unwrap();
+    assert!(!short.duplicate);
+    pulse_testkit::wait_until("the key expires", DEADLINE, || {
+        let bus = h.bus.clone();
+        let ch = ch.clone();
+        async move { !bus.publish_once(&ch, draft(3), "k-3", Duration::from_secs(60)).await.unwrap().duplicate }
+    })
+    .await
+    .unwrap();
+}
+
+async fn a_subscription_gets_a_gap_when_resuming_from_another_epoch(h: Harness) {
+    let ch = channel("replaced");
+    let mut last = Position::ZERO;
+    for n in 0..3 {
+        last = h.bus.publish(&ch, draft(n)).await.unwrap().id;
+    }
+    let stale = Position::new(Epoch::from_u64(last.epoch.as_u64().wrapping_add(1).max(1)), last.offset);
+    let mut sub = h.bus.subscription();
+    sub.subscribe_from(&ch, stale).await.unwrap();
+    match within("gap", DEADLINE, sub.next()).await.unwrap() {
+        Some(BusMessage::Gap { channel, after }) => assert_eq!((channel, after), (ch.clone(), stale)),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    for n in 0..3 {
+        assert_eq!(n_of(&*next_event(&mut sub).await), n);
+    }
+    h.bus.publish(&ch, draft(3)).await.unwrap();
+    assert_eq!(n_of(&*next_event(&mut sub).await), 3);
 }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use pulse_bus::{Bus, BusError, BusMessage, RedisBus, RedisBusConfig, Subscription};
-use pulse_protocol::{Channel, EventDraft, EventType, Offset};
-use pulse_testkit::{DEADLINE, RedisServer, wait_until, within};
+use pulse_bus::{Bus, BusError, BusMessage, LinkState, RedisBus, RedisBusConfig, Subscription};
+use pulse_protocol::{Channel, EventDraft, EventType, Position};
+use pulse_testkit::{DEADLINE, RedisServer, TcpProxy, wait_until, within};
 use serde_json::json;
 
 fn channel(name: &str) -> Channel {
@@ -80,15 +80,167 @@ async fn a_restarted_redis_delivers_what_is_published_after_it() {
     assert!(err.is_unavailable(), "publishing to a stopped redis: {err}");
     server.restart().await.unwrap();
 
-    // The subscriber reconnects by itself; publish until it is back, then
-    // every event after that arrives in order.
+    // The subscriber reconnects by itself; then every event after that
+    // arrives in order. Redis came back empty: whatever it held after
+    // event 1 is gone, and the subscription says so with a gap first.
     wait_until("the bus accepts publishes again", DEADLINE, || async { bus.check().await.is_ok() }).await.unwrap();
     for n in 2..50 {
         bus.publish(&ch, draft(n)).await.unwrap();
     }
+    match within("gap", DEADLINE, sub.next()).await.unwrap() {
+        Some(BusMessage::Gap { channel, .. }) => assert_eq!(channel, ch),
+        other => panic!("expected a gap for the lost history, got {other:?}"),
+    }
     for n in 2..50 {
         assert_eq!(next_n(&mut sub).await, n);
     }
+}
+
+/// Every way a channel's history can be lost starts a new epoch, and a
+/// position of the old one is never continued.
+#[tokio::test]
+async fn lost_history_starts_a_new_epoch() {
+    let mut server = RedisServer::start().await.unwrap();
+    let bus = bus(&server).await;
+    let ch = channel("c");
+    let mut epochs = Vec::new();
+    let mut losses: Vec<&str> = vec!["restart", "flushall", "del"];
+    loop {
+        let a = bus.publish(&ch, draft(1)).await.unwrap().id;
+        bus.publish(&ch, draft(2)).await.unwrap();
+        bus.publish(&ch, draft(3)).await.unwrap();
+        assert!(!bus.history(&ch, a, 10).await.unwrap().truncated);
+        epochs.push(a.epoch);
+        let Some(loss) = losses.pop() else { break };
+        match loss {
+            "del" => {
+                let _: u64 = server.cmd(&["DEL", "pulse:hist:c"]).await.unwrap();
+            }
+            "flushall" => {
+                let _: String = server.cmd(&["FLUSHALL"]).await.unwrap();
+            }
+            _ => {
+                server.restart().await.unwrap();
+                wait_until("redis is back", DEADLINE, || async { bus.check().await.is_ok() }).await.unwrap();
+            }
+        }
+        let d = bus.publish(&ch, draft(4)).await.unwrap().id;
+        assert_ne!(d.epoch, a.epoch, "after {loss}, the history is a new one");
+        let resumed = bus.history(&ch, a, 10).await.unwrap();
+        assert!(resumed.truncated, "after {loss}, a position of the lost history cannot be continued");
+        assert_eq!(resumed.events.len(), 1, "the new history holds D alone");
+        assert_eq!(resumed.head, d);
+        let _: u64 = server.cmd(&["DEL", "pulse:hist:c"]).await.unwrap();
+    }
+    epochs.sort_by_key(|e| e.as_u64());
+    epochs.dedup();
+    assert_eq!(epochs.len(), 4, "four histories, four epochs");
+}
+
+/// A pub/sub connection that stays open but moves no bytes (a partition, or
+/// a failover that leaves the old primary unreachable) is found by its ping
+/// deadline and replaced; what was published meanwhile is filled from
+/// history.
+#[tokio::test]
+async fn a_frozen_pubsub_link_is_replaced_and_loses_nothing() {
+    let server = RedisServer::start().await.unwrap();
+    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let config = RedisBusConfig {
+        url: proxy.redis_url(),
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(500),
+        ..RedisBusConfig::default()
+    };
+    let subscriber_bus = RedisBus::connect(config).await.unwrap();
+    let publisher_bus = bus(&server).await;
+    let ch = channel("frozen");
+    let mut sub = subscriber_bus.subscription();
+    sub.subscribe(&ch).await.unwrap();
+    publisher_bus.publish(&ch, draft(0)).await.unwrap();
+    assert_eq!(next_n(&mut sub).await, 0);
+
+    // Every connection through the proxy stops moving bytes: the link is
+    // found dead and reported down.
+    proxy.freeze_all();
+    for n in 1..50 {
+        publisher_bus.publish(&ch, draft(n)).await.unwrap();
+    }
+    wait_until("the frozen link is reported down", DEADLINE, || async { subscriber_bus.link() == LinkState::Down })
+        .await
+        .unwrap();
+    assert!(subscriber_bus.check().await.is_err(), "readiness fails while the link is down");
+
+    // New connections work again (the partition healed, or a new primary
+    // answers): everything published meanwhile arrives, in order, once.
+    proxy.thaw();
+    for n in 1..50 {
+        assert_eq!(next_n(&mut sub).await, n);
+    }
+    publisher_bus.publish(&ch, draft(50)).await.unwrap();
+    assert_eq!(next_n(&mut sub).await, 50);
+    assert_eq!(subscriber_bus.link(), LinkState::Up);
+}
+
+/// Only the existing connections freeze; new ones work (the usual shape of a
+/// failover): the subscriber reconnects without any thaw.
+#[tokio::test]
+async fn a_frozen_pubsub_link_is_replaced_while_new_connections_work() {
+    let server = RedisServer::start().await.unwrap();
+    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let config = RedisBusConfig {
+        url: proxy.redis_url(),
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(500),
+        ..RedisBusConfig::default()
+    };
+    let subscriber_bus = RedisBus::connect(config).await.unwrap();
+    let publisher_bus = bus(&server).await;
+    let ch = channel("partitioned");
+    let mut sub = subscriber_bus.subscription();
+    sub.subscribe(&ch).await.unwrap();
+    proxy.freeze();
+    for n in 0..30 {
+        publisher_bus.publish(&ch, draft(n)).await.unwrap();
+    }
+    for n in 0..30 {
+        assert_eq!(next_n(&mut sub).await, n);
+    }
+}
+
+/// During a write pause (what a managed failover does) a publish that times
+/// out has an unknown outcome, its connection is discarded, and a retry
+/// with the same idempotency key leaves exactly one copy in history.
+#[tokio::test]
+async fn a_publish_that_timed_out_is_retried_without_a_duplicate() {
+    let server = RedisServer::start().await.unwrap();
+    let bus = bus(&server).await;
+    let ch = channel("paused");
+    bus.publish(&ch, draft(0)).await.unwrap();
+    let _: String = server.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let err = bus.publish_once(&ch, draft(1), "retry-me", ttl).await.unwrap_err();
+    assert!(matches!(err, BusError::OutcomeUnknown(_)), "{err}");
+    // Without a key nothing makes a retry safe; the error says whether the
+    // request went out (outcome unknown) or not (unavailable).
+    let err = bus.publish(&ch, draft(2)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+
+    // Retry until the pause is over, as a careful publisher would.
+    let answer = within("the retry is answered", DEADLINE, async {
+        loop {
+            if let Ok(publication) = bus.publish_once(&ch, draft(1), "retry-me", ttl).await {
+                break publication;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let history = bus.history(&ch, Position::ZERO, 100).await.unwrap();
+    let copies: Vec<_> = history.events.iter().filter(|e| e.data["n"] == 1).collect();
+    assert_eq!(copies.len(), 1, "published exactly once: {:?}", history.events);
+    assert_eq!(copies[0].id, answer.id, "the answer names the one copy");
 }
 
 #[tokio::test]
@@ -101,7 +253,7 @@ async fn a_redis_that_is_down_gives_typed_errors() {
 
     for err in [
         bus.publish(&ch, draft(1)).await.unwrap_err(),
-        bus.history(&ch, Offset::ZERO, 10).await.unwrap_err(),
+        bus.history(&ch, Position::ZERO, 10).await.unwrap_err(),
         bus.check().await.unwrap_err(),
         bus.subscription().subscribe(&ch).await.unwrap_err(),
     ] {
@@ -119,7 +271,7 @@ async fn corrupt_history_is_a_typed_error() {
     let ch = channel("reports");
     bus.publish(&ch, draft(1)).await.unwrap();
     let _: String = server.cmd(&["XADD", "pulse:hist:reports", "*", "e", "{not json"]).await.unwrap();
-    let err = bus.history(&ch, Offset::ZERO, 10).await.unwrap_err();
+    let err = bus.history(&ch, Position::ZERO, 10).await.unwrap_err();
     assert!(matches!(err, BusError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("reports"), "{err}");
 }

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Channel, Event, Offset, ProtocolError};
+use crate::{Channel, Event, Position, ProtocolError};
+#[cfg(test)]
+use crate::{Epoch, Offset};
 
 /// A message from a browser to the gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,12 +15,12 @@ pub enum ClientMessage {
     Auth {
         token: String,
     },
-    /// Receive a channel's events; with `since`, first replay what came after
-    /// that offset.
+    /// Receive a channel's events; with `since` (the `id` of the last event
+    /// the client has), first replay what came after that position.
     Subscribe {
         channel: Channel,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        since: Option<Offset>,
+        since: Option<Position>,
     },
     Unsubscribe {
         channel: Channel,
@@ -106,13 +108,16 @@ pub enum ControlMessage {
         /// Whether the connection is authenticated (or anonymous access is on).
         authenticated: bool,
     },
-    /// A subscription is live. `offset` is the last offset the client has
-    /// been sent (or the channel's head if nothing was replayed);
-    /// `recovered: false` means history no longer reaches back to `since`
-    /// and the client should refetch the state.
+    /// A subscription is live. `offset` is the position of the last event
+    /// the client has been sent (or the channel's head if nothing was
+    /// replayed): the client continues from it. `recovered: true` promises
+    /// that nothing after `since` is missing. `recovered: false` means the
+    /// events after `since` cannot be replayed (history trimmed, replaced
+    /// by a new epoch, or `since` never issued) and the client should
+    /// refetch the state; `offset` is then the channel's head.
     Subscribed {
         channel: Channel,
-        offset: Offset,
+        offset: Position,
         recovered: bool,
     },
     Unsubscribed {
@@ -121,8 +126,8 @@ pub enum ControlMessage {
     /// The current state of a channel, answering `refresh`.
     Snapshot {
         channel: Channel,
-        /// Head offset at the time of the snapshot: events after it follow.
-        offset: Offset,
+        /// Head position at the time of the snapshot: events after it follow.
+        offset: Position,
         data: serde_json::Value,
     },
     Pong {
@@ -219,7 +224,7 @@ mod tests {
         let messages = [
             ClientMessage::Auth { token: "t".into() },
             ClientMessage::Subscribe { channel: channel("alerts"), since: None },
-            ClientMessage::Subscribe { channel: channel("agent:a"), since: Some(Offset::new(5, 1)) },
+            ClientMessage::Subscribe { channel: channel("agent:a"), since: Some(Position::new(Epoch::from_u64(9), Offset::new(5, 1))) },
             ClientMessage::Unsubscribe { channel: channel("alerts") },
             ClientMessage::Refresh { channel: channel("agents") },
             ClientMessage::Ping { id: None },
@@ -233,7 +238,10 @@ mod tests {
     #[test]
     fn client_wire_format_is_as_documented() {
         let parsed = ClientMessage::parse(r#"{"type":"subscribe","channel":"alerts","since":"17-0"}"#).unwrap();
-        assert_eq!(parsed, ClientMessage::Subscribe { channel: channel("alerts"), since: Some(Offset::new(17, 0)) });
+        assert_eq!(parsed, ClientMessage::Subscribe { channel: channel("alerts"), since: Some(Offset::new(17, 0).into()) });
+        let parsed = ClientMessage::parse(r#"{"type":"subscribe","channel":"alerts","since":"a1:17-0"}"#).unwrap();
+        let since = Position::new("a1".parse().unwrap(), Offset::new(17, 0));
+        assert_eq!(parsed, ClientMessage::Subscribe { channel: channel("alerts"), since: Some(since) });
         assert_eq!(ClientMessage::parse("ping").unwrap(), ClientMessage::Ping { id: None });
         assert_eq!(ClientMessage::parse(" ping\n").unwrap(), ClientMessage::Ping { id: None });
     }
@@ -249,7 +257,7 @@ mod tests {
         let err = ClientMessage::parse(r#"{"type":"subscribe","channel":"a b"}"#).unwrap_err();
         assert!(err.to_string().contains("channel name"), "{err}");
         let err = ClientMessage::parse(r#"{"type":"subscribe","channel":"a","since":"x"}"#).unwrap_err();
-        assert!(err.to_string().contains("invalid offset"), "{err}");
+        assert!(err.to_string().contains("invalid position"), "{err}");
         let err = ClientMessage::parse(r#"{"type":"subscribe","channel":"a","sinse":"1-0"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `sinse`"), "{err}");
     }
@@ -263,9 +271,9 @@ mod tests {
                 client_timeout_ms: 45_000,
                 authenticated: true,
             },
-            ControlMessage::Subscribed { channel: channel("alerts"), offset: Offset::new(1, 0), recovered: true },
+            ControlMessage::Subscribed { channel: channel("alerts"), offset: Offset::new(1, 0).into(), recovered: true },
             ControlMessage::Unsubscribed { channel: channel("alerts") },
-            ControlMessage::Snapshot { channel: channel("agents"), offset: Offset::ZERO, data: json!([]) },
+            ControlMessage::Snapshot { channel: channel("agents"), offset: Position::ZERO, data: json!([]) },
             ControlMessage::Pong { id: Some(json!("x")) },
             ControlMessage::error(ErrorCode::Forbidden, "not allowed"),
             ControlMessage::Error {
@@ -279,7 +287,7 @@ mod tests {
             assert_eq!(ServerFrame::parse(&json).unwrap(), ServerFrame::Control(control), "{json}");
         }
         let event = crate::EventDraft::new(crate::EventType::parse("deploy").unwrap(), json!({"v": 2}))
-            .into_event(channel("ops"), Offset::new(9, 9));
+            .into_event(channel("ops"), Offset::new(9, 9).into());
         assert_eq!(ServerFrame::parse(&event.to_json()).unwrap(), ServerFrame::Event(event));
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Channel, Offset};
+use crate::{Channel, Position};
 
 /// Types that control messages of the browser protocol use. No event may
 /// carry one of them, so that a client can `switch (msg.type)` over every
@@ -114,7 +114,7 @@ impl<'de> Deserialize<'de> for EventType {
 /// An event as it travels everywhere: on the bus, in history, to browsers.
 ///
 /// ```json
-/// {"type":"alert_triggered","channel":"alerts","id":"1763800000000-0",
+/// {"type":"alert_triggered","channel":"alerts","id":"k3f9x2ab:1763800000000-0",
 ///  "ts":"2026-11-22T10:00:00.123Z","data":{},"trace":"00-…-01"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,8 +122,9 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub channel: Channel,
-    /// The event's offset in its channel, assigned by the bus.
-    pub id: Offset,
+    /// The event's position in its channel (epoch and offset), assigned by
+    /// the bus.
+    pub id: Position,
     #[serde(with = "crate::timestamp")]
     pub ts: DateTime<Utc>,
     pub data: serde_json::Value,
@@ -162,7 +163,7 @@ impl EventDraft {
     }
 
     /// The event this draft becomes at `id` in `channel`.
-    pub fn into_event(self, channel: Channel, id: Offset) -> Event {
+    pub fn into_event(self, channel: Channel, id: Position) -> Event {
         Event { event_type: self.event_type, channel, id, ts: self.ts, data: self.data, trace: self.trace }
     }
 }
@@ -188,12 +189,13 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Epoch, Offset};
 
     fn sample() -> Event {
         Event {
             event_type: EventType::well_known(EventType::ALERT_TRIGGERED),
             channel: Channel::well_known(Channel::ALERTS),
-            id: Offset::new(1_763_800_000_000, 0),
+            id: Position::new("k3f9x2ab".parse().unwrap(), Offset::new(1_763_800_000_000, 0)),
             ts: "2026-11-22T10:00:00.123Z".parse().unwrap(),
             data: serde_json::json!({"agent_id": "web-1"}),
             trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
@@ -205,7 +207,7 @@ mod tests {
         let json = sample().to_json();
         assert_eq!(
             json,
-            r#"{"type":"alert_triggered","channel":"alerts","id":"1763800000000-0","ts":"2026-11-22T10:00:00.123Z","data":{"agent_id":"web-1"},"trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
+            r#"{"type":"alert_triggered","channel":"alerts","id":"k3f9x2ab:1763800000000-0","ts":"2026-11-22T10:00:00.123Z","data":{"agent_id":"web-1"},"trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
         );
         assert_eq!(Event::from_json(&json).unwrap(), sample());
     }
@@ -250,8 +252,9 @@ mod tests {
         let draft = EventDraft::new(EventType::parse("custom").unwrap(), serde_json::json!([1, 2]));
         let json = serde_json::to_string(&draft).unwrap();
         assert_eq!(serde_json::from_str::<EventDraft>(&json).unwrap(), draft);
-        let event = draft.clone().into_event(Channel::parse("c").unwrap(), Offset::new(3, 4));
-        assert_eq!(event.id, Offset::new(3, 4));
+        let id = Position::new(Epoch::from_u64(2), Offset::new(3, 4));
+        let event = draft.clone().into_event(Channel::parse("c").unwrap(), id);
+        assert_eq!(event.id, id);
         assert_eq!(event.data, draft.data);
     }
 }

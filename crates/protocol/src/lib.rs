@@ -1,7 +1,8 @@
 //! Wire types of Pulse, and nothing else: no I/O.
 //!
 //! - [`Event`]: the one envelope used on the bus, in history and to browsers,
-//!   with its [`EventType`], [`Channel`] and [`Offset`].
+//!   with its [`EventType`], [`Channel`] and [`Position`] (an [`Epoch`] and
+//!   an [`Offset`]).
 //! - [`probe`]: typed payloads of the Probe domain (reports, check results,
 //!   alerts, decisions, agent status).
 //! - [`browser`]: the browser protocol, both directions, its error codes and
@@ -14,6 +15,7 @@ mod channel;
 mod error;
 mod event;
 mod offset;
+mod position;
 pub mod probe;
 pub mod timestamp;
 
@@ -25,3 +27,4 @@ pub use channel::{
 pub use error::ProtocolError;
 pub use event::{Event, EventDraft, EventType, EventTypeError, MAX_EVENT_TYPE_LEN, RESERVED_TYPES};
 pub use offset::{Offset, OffsetError};
+pub use position::{Epoch, Position, PositionError};

@@ -1,14 +1,25 @@
--- KEYS[1] history stream; ARGV[1] read after this id; ARGV[2] at most this many.
--- Returns {max-deleted-entry-id, entries}, read atomically so that the
--- "truncated" verdict matches the entries returned.
-local max_deleted = '0-0'
+-- KEYS[1] history stream, KEYS[2] epoch;
+-- ARGV[1] epoch of the reader's position ('' if unknown), ARGV[2] its offset,
+-- ARGV[3] at most this many entries.
+-- Returns {epoch, last-generated-id, max-deleted-entry-id, entries}, read
+-- atomically so that the verdict on continuity matches the entries. A reader
+-- from another epoch gets the oldest entries of this one. No stream means no
+-- history, whatever the epoch key says: epoch ''.
+local epoch, last, max_deleted = '', '0-0', '0-0'
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 if ok then
+  epoch = redis.call('GET', KEYS[2]) or ''
   for i = 1, #info, 2 do
-    if info[i] == 'max-deleted-entry-id' then
+    if info[i] == 'last-generated-id' then
+      last = info[i + 1]
+    elseif info[i] == 'max-deleted-entry-id' then
       max_deleted = info[i + 1]
     end
   end
 end
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {max_deleted, entries}
+local after = ARGV[2]
+if ARGV[1] ~= epoch then
+  after = '0-0'
+end
+local entries = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', ARGV[3])
+return {epoch, last, max_deleted, entries}

@@ -1,9 +1,22 @@
 -- Appends `draft_json` to the capped history stream `hist_key` and publishes
--- "<id> <draft_json>" on `live_key`, so the live copy and the history copy
--- carry the same id. Trimming records the newest trimmed id as the stream's
+-- "<epoch>:<id> <draft_json>" on `live_key`, so the live copy and the history
+-- copy carry the same position. Returns the position "<epoch>:<id>".
+--
+-- `epoch_key` holds the identity of the channel's history. A history that
+-- does not exist (never written, deleted, or lost with the data set: Redis
+-- restarted empty, a failover to an empty replica, FLUSHALL) starts a new
+-- epoch, `epoch_candidate` (random, chosen by the caller), so that positions
+-- of the old history are never taken for positions of the new one.
+--
+-- Trimming records the newest trimmed id as the stream's
 -- max-deleted-entry-id, which tells readers when history no longer reaches
--- back far enough. Returns the new id.
-local function pulse_publish(hist_key, live_key, maxlen, draft_json)
+-- back far enough.
+local function pulse_publish(hist_key, live_key, epoch_key, epoch_candidate, maxlen, draft_json)
+  local epoch = redis.call('GET', epoch_key)
+  if not epoch or redis.call('EXISTS', hist_key) == 0 then
+    epoch = epoch_candidate
+    redis.call('SET', epoch_key, epoch)
+  end
   local id = redis.call('XADD', hist_key, '*', 'e', draft_json)
   local len = redis.call('XLEN', hist_key)
   if len > maxlen then
@@ -11,6 +24,7 @@ local function pulse_publish(hist_key, live_key, maxlen, draft_json)
     redis.call('XTRIM', hist_key, 'MAXLEN', maxlen)
     redis.call('XSETID', hist_key, id, 'MAXDELETEDID', trimmed[#trimmed][1])
   end
-  redis.call('PUBLISH', live_key, id .. ' ' .. draft_json)
-  return id
+  local position = epoch .. ':' .. id
+  redis.call('PUBLISH', live_key, position .. ' ' .. draft_json)
+  return position
 end
