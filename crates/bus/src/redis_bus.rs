@@ -65,7 +65,14 @@ macro_rules! within_deadline {
     ($op:expr, $conn:ident, $request:expr) => {{
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, $request).await;
         let result = match answer {
-            Ok(answer) => answer.map_err(BusError::from),
+            Ok(Ok(value)) => Ok(value),
+            // The connection failed or timed out after the request went out:
+            // Redis may still carry it out.
+            Ok(Err(err)) if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() => {
+                drop(deadpool_redis::Connection::take($conn));
+                Err(BusError::OutcomeUnknown(err.to_string()))
+            }
+            Ok(Err(err)) => Err(BusError::from(err)),
             Err(_) => {
                 drop(deadpool_redis::Connection::take($conn));
                 Err(BusError::OutcomeUnknown(format!("redis did not answer within {REQUEST_TIMEOUT:?}")))
