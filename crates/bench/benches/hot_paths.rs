@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 fn event_json() -> String {
     let draft = EventDraft::new(EventType::parse("bench").unwrap(), payload(12_345, 1_763_800_000_000_000, 0));
-    let event = draft.into_event(Channel::parse("bench").unwrap(), Offset::new(1_763_800_000_000, 0));
+    let event = draft.into_event(Channel::parse("bench").unwrap(), Offset::new(1_763_800_000_000, 0).into());
     serde_json::to_string(&event).unwrap()
 }
 

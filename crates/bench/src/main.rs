@@ -171,8 +171,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let bus = RedisBus::connect(RedisBusConfig {
             url: args.redis_url.clone(),
             prefix: args.prefix.clone(),
-            history_len: 10_000,
             pool_size: 8,
+            ..RedisBusConfig::default()
         })
         .await
         .context("connecting to Redis")?;

@@ -101,6 +101,7 @@ async fn gateway_and_reference_deliver_everything_over_redis() {
             prefix: "pulse:".into(),
             history_len: 1_000,
             pool_size: 4,
+            ..RedisBusConfig::default()
         })
         .await
         .unwrap(),

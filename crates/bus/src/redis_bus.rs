@@ -56,33 +56,72 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Awaits a request sent on `conn`, within [`REQUEST_TIMEOUT`].
 ///
-/// A request that was sent but not answered in time may still be carried
-/// out later (Redis holds the writes of paused clients, as in a managed
-/// failover, and runs them when the pause ends). Its connection is therefore
-/// discarded, never handed to the next caller, and the error is
-/// [`BusError::OutcomeUnknown`].
+/// A request that was sent but not answered (in time, or at all) may still
+/// be carried out later: Redis holds the writes of paused clients, as in a
+/// managed failover, and runs them when the pause ends. Its connection is
+/// therefore discarded, never handed to the next caller, and the error is
+/// [`BusError::OutcomeUnknown`]. The same holds when the caller gives up
+/// (the future is dropped): see [`InFlight`].
 macro_rules! within_deadline {
     ($op:expr, $conn:ident, $request:expr) => {{
+        let mut $conn = InFlight(Some($conn));
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, $request).await;
         let result = match answer {
-            Ok(Ok(value)) => Ok(value),
-            // The connection failed or timed out after the request went out:
-            // Redis may still carry it out.
+            Ok(Ok(value)) => {
+                $conn.answered();
+                Ok(value)
+            }
+            // The connection failed or timed out after the request went out.
             Ok(Err(err)) if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() => {
-                drop(deadpool_redis::Connection::take($conn));
                 Err(BusError::OutcomeUnknown(err.to_string()))
             }
-            Ok(Err(err)) => Err(BusError::from(err)),
-            Err(_) => {
-                drop(deadpool_redis::Connection::take($conn));
-                Err(BusError::OutcomeUnknown(format!("redis did not answer within {REQUEST_TIMEOUT:?}")))
+            Ok(Err(err)) => {
+                $conn.answered();
+                Err(BusError::from(err))
             }
+            Err(_) => Err(BusError::OutcomeUnknown(format!("redis did not answer within {REQUEST_TIMEOUT:?}"))),
         };
         if result.is_err() {
             link::count_error($op);
         }
         result
     }};
+}
+
+/// A pooled connection with a request in flight. Unless the request was
+/// answered, dropping it closes the connection instead of returning it to
+/// the pool, where the next caller would read the late answer, or have its
+/// own command run after the unanswered one.
+struct InFlight(Option<deadpool_redis::Connection>);
+
+impl InFlight {
+    /// The request was answered: the connection may serve the next one.
+    fn answered(&mut self) {
+        self.0.take();
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = deadpool_redis::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        // Only `answered` takes it, after the last use.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("connection used after its answer"))
+    }
+}
+
+impl std::ops::DerefMut for InFlight {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("connection used after its answer"))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool_redis::Connection::take(conn));
+        }
+    }
 }
 
 /// The bus on Redis. Cheap to clone; all clones share one connection pool
@@ -168,9 +207,9 @@ impl RedisBus {
     async fn record_history_len(&self) -> Result<(), BusError> {
         let key = self.inner.keys.key("meta:history_len");
         let ours = self.inner.history_len;
-        let mut conn = self.inner.conn("check").await?;
+        let conn = self.inner.conn("check").await?;
         let previous: Option<String> =
-            within_deadline!("check", conn, redis::cmd("SET").arg(key).arg(ours).arg("GET").query_async(&mut conn))?;
+            within_deadline!("check", conn, redis::cmd("SET").arg(key).arg(ours).arg("GET").query_async(&mut *conn))?;
         if let Some(previous) = previous.filter(|p| p.parse::<usize>().ok() != Some(ours)) {
             tracing::warn!(
                 history_len = ours,
@@ -250,9 +289,9 @@ impl Backend for Inner {
         let reader_epoch = if after.epoch.is_none() { String::new() } else { after.epoch.to_string() };
         let mut invocation = self.history.key(hist);
         invocation.key(epoch_key).arg(reader_epoch).arg(after.offset.to_string()).arg(limit.max(1));
-        let mut conn = self.conn("history").await?;
+        let conn = self.conn("history").await?;
         let (epoch, head, max_deleted, entries): (String, String, String, Vec<Entry>) =
-            within_deadline!("history", conn, invocation.invoke_async(&mut conn))?;
+            within_deadline!("history", conn, invocation.invoke_async(&mut *conn))?;
         let epoch = parse_epoch(channel, &epoch)?;
         let head = parse_offset(channel, &head)?;
         let max_deleted = parse_offset(channel, &max_deleted)?;
@@ -269,8 +308,8 @@ impl Backend for Inner {
         let (hist, epoch_key) = (self.keys.hist(channel), self.keys.epoch(channel));
         let mut invocation = self.head.key(hist);
         invocation.key(epoch_key);
-        let mut conn = self.conn("head").await?;
-        let (epoch, head): (String, String) = within_deadline!("head", conn, invocation.invoke_async(&mut conn))?;
+        let conn = self.conn("head").await?;
+        let (epoch, head): (String, String) = within_deadline!("head", conn, invocation.invoke_async(&mut *conn))?;
         Ok(Position::new(parse_epoch(channel, &epoch)?, parse_offset(channel, &head)?))
     }
 
@@ -302,8 +341,8 @@ impl Bus for RedisBus {
         let keys = [inner.keys.hist(channel), inner.keys.live(channel), inner.keys.epoch(channel)];
         let mut invocation = inner.publish.key(&keys[..]);
         invocation.arg(inner.history_len).arg(&draft_json).arg(redis_lua::epoch_candidate());
-        let mut conn = inner.conn("publish").await?;
-        let position: String = within_deadline!("publish", conn, invocation.invoke_async(&mut conn))?;
+        let conn = inner.conn("publish").await?;
+        let position: String = within_deadline!("publish", conn, invocation.invoke_async(&mut *conn))?;
         Ok(draft.into_event(channel.clone(), parse_position(channel, &position)?))
     }
 
@@ -325,9 +364,9 @@ impl Bus for RedisBus {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut invocation = inner.publish_once.key(&keys[..]);
         invocation.arg(inner.history_len).arg(&draft_json).arg(redis_lua::epoch_candidate()).arg(ttl_ms);
-        let mut conn = inner.conn("publish").await?;
+        let conn = inner.conn("publish").await?;
         let (duplicate, position): (u8, String) =
-            within_deadline!("publish", conn, invocation.invoke_async(&mut conn))?;
+            within_deadline!("publish", conn, invocation.invoke_async(&mut *conn))?;
         Ok(Publication { id: parse_position(channel, &position)?, duplicate: duplicate == 1 })
     }
 
@@ -340,9 +379,9 @@ impl Bus for RedisBus {
         let (hist, epoch_key) = (inner.keys.hist(channel), inner.keys.epoch(channel));
         let mut pipe = redis::pipe();
         pipe.atomic().get(epoch_key).cmd("XREVRANGE").arg(hist).arg("+").arg("-").arg("COUNT").arg(limit.max(1));
-        let mut conn = inner.conn("latest").await?;
+        let conn = inner.conn("latest").await?;
         let (epoch, newest): (Option<String>, Vec<Entry>) =
-            within_deadline!("latest", conn, pipe.query_async(&mut conn))?;
+            within_deadline!("latest", conn, pipe.query_async(&mut *conn))?;
         let epoch = parse_epoch(channel, epoch.as_deref().unwrap_or(""))?;
         newest.into_iter().rev().map(|entry| decode_entry(channel, epoch, entry)).collect()
     }
@@ -356,8 +395,8 @@ impl Bus for RedisBus {
     }
 
     async fn check(&self) -> Result<(), BusError> {
-        let mut conn = self.inner.conn("check").await?;
-        let _: String = within_deadline!("check", conn, redis::cmd("PING").query_async(&mut conn))?;
+        let conn = self.inner.conn("check").await?;
+        let _: String = within_deadline!("check", conn, redis::cmd("PING").query_async(&mut *conn))?;
         match self.inner.link.get() {
             LinkState::Up => Ok(()),
             LinkState::Down => Err(BusError::Unavailable("the redis pub/sub link is down; reconnecting".into())),

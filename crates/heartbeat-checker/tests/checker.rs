@@ -10,7 +10,7 @@ use chrono::TimeDelta;
 use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
 use pulse_heartbeat_checker::{Checker, CheckerSettings, CheckerStatus};
 use pulse_protocol::probe::{AgentStatus, AgentStatusChange};
-use pulse_protocol::{AgentId, Channel, Offset, timestamp};
+use pulse_protocol::{AgentId, Channel, Position, timestamp};
 use pulse_runtime::Shutdown;
 use pulse_store::{MemoryStore, RedisStore, Store, StoreSettings};
 use pulse_testkit::{DEADLINE, RedisServer, wait_until};
@@ -36,6 +36,7 @@ async fn redis_replica(server: &RedisServer) -> anyhow::Result<(Arc<dyn Store>, 
         prefix: "pulse:".into(),
         history_len: HISTORY,
         pool_size: 4,
+        ..RedisBusConfig::default()
     })
     .await?;
     Ok((Arc::new(RedisStore::new(bus.clone(), StoreSettings::default())), Arc::new(bus)))
@@ -58,7 +59,7 @@ fn id(name: &str) -> AgentId {
 
 /// Offline announcements on `agents`, by agent.
 async fn offline_announcements(bus: &dyn Bus) -> anyhow::Result<HashMap<AgentId, Vec<AgentStatusChange>>> {
-    let history = bus.history(&Channel::well_known(Channel::AGENTS), Offset::ZERO, HISTORY).await?;
+    let history = bus.history(&Channel::well_known(Channel::AGENTS), Position::ZERO, HISTORY).await?;
     ensure!(!history.truncated, "history was truncated");
     let mut by_agent: HashMap<AgentId, Vec<AgentStatusChange>> = HashMap::new();
     for event in history.events {
@@ -96,7 +97,7 @@ async fn a_silent_agent_is_announced_once_and_not_early() -> anyhow::Result<()> 
     ensure!(silent_for >= TimeDelta::seconds(1), "announced after {silent_for}, before the 1 s timeout");
     let state = store.agent(&id("web-1")).await?.context("web-1 is known")?;
     assert_eq!(state.status, AgentStatus::Offline);
-    let on_agent_channel = bus.history(&Channel::for_agent(&id("web-1")), Offset::ZERO, 100).await?.events;
+    let on_agent_channel = bus.history(&Channel::for_agent(&id("web-1")), Position::ZERO, 100).await?.events;
     assert_eq!(on_agent_channel.len(), 2, "online, then offline, on agent:web-1");
 
     shutdown.trigger();

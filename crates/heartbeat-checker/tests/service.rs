@@ -66,6 +66,7 @@ async fn service_serves_ops_endpoints_and_takes_silent_agents_offline() -> anyho
         prefix: "pulse:".into(),
         history_len: 1000,
         pool_size: 2,
+        ..RedisBusConfig::default()
     })
     .await?;
     let store: Arc<dyn Store> = Arc::new(RedisStore::new(bus, StoreSettings::default()));

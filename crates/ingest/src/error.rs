@@ -194,6 +194,12 @@ pub enum BackendError {
     /// `Retry-After`; retrying later may succeed.
     #[error("the backend is unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but not answered in time: it may have taken effect.
+    /// Answered with 503 and `Retry-After`, code `outcome_unknown`: a retry
+    /// with the same idempotency key (or decision id) is safe; one without
+    /// may publish twice.
+    #[error("the backend did not answer in time; the write may have taken effect: {0}")]
+    OutcomeUnknown(String),
     /// Anything else: a bug or corrupt data. Answered with 500.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -213,14 +219,18 @@ impl From<StoreError> for BackendError {
 
 impl From<BusError> for BackendError {
     fn from(err: BusError) -> Self {
-        if err.is_unavailable() { Self::Unavailable(err.to_string()) } else { Self::Unexpected(err.into()) }
+        match err {
+            BusError::OutcomeUnknown(_) => Self::OutcomeUnknown(err.to_string()),
+            _ if err.is_unavailable() => Self::Unavailable(err.to_string()),
+            _ => Self::Unexpected(err.into()),
+        }
     }
 }
 
 impl ResponseError for BackendError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -234,6 +244,14 @@ impl ResponseError for BackendError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the event store is unavailable; retry later".into(),
+                None,
+            ),
+            Self::OutcomeUnknown(_) => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the event store did not answer in time: the write may have taken effect; retry with the same \
+                 idempotency_key (or decision_id) to complete it without a duplicate"
+                    .into(),
                 None,
             ),
             Self::Unexpected(_) => error_response(
@@ -263,6 +281,7 @@ where
     if let Err(err) = &result {
         match err {
             BackendError::Unavailable(reason) => tracing::warn!(%reason, "{what} failed: backend unavailable"),
+            BackendError::OutcomeUnknown(reason) => tracing::warn!(%reason, "{what}: outcome unknown"),
             BackendError::Unexpected(err) => tracing::error!(error = ?err, "{what} failed"),
         }
     }

@@ -573,13 +573,31 @@ pub struct RedisSettings {
     /// Connections in the command pool (publishing, history reads).
     pub pool_size: usize,
     /// Events kept per channel in its history stream: how far back a
-    /// reconnecting client can resume.
+    /// reconnecting client can resume. Every service that publishes trims
+    /// the shared stream to its own value, so give every service the same
+    /// one (a service that finds another value recorded in Redis warns).
     pub history_len: usize,
+    /// How often the pub/sub connection is pinged to prove it still moves
+    /// bytes (`1s`).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub ping_interval: std::time::Duration,
+    /// How long a ping on the pub/sub connection may go unanswered before
+    /// it is replaced and the gap filled from history (`2s`).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub ping_timeout: std::time::Duration,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379".to_owned(), prefix: "pulse:".to_owned(), pool_size: 16, history_len: 1000 }
+        let bus = pulse_bus::RedisBusConfig::default();
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "pulse:".to_owned(),
+            pool_size: 16,
+            history_len: pulse_bus::DEFAULT_HISTORY_LEN,
+            ping_interval: bus.ping_interval,
+            ping_timeout: bus.ping_timeout,
+        }
     }
 }
 
@@ -591,6 +609,8 @@ impl RedisSettings {
             prefix: self.prefix.clone(),
             history_len: self.history_len,
             pool_size: self.pool_size,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
         }
     }
 }
@@ -602,6 +622,8 @@ impl fmt::Debug for RedisSettings {
             .field("prefix", &self.prefix)
             .field("pool_size", &self.pool_size)
             .field("history_len", &self.history_len)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
             .finish()
     }
 }

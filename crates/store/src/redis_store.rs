@@ -64,7 +64,7 @@ use chrono::{DateTime, Utc};
 use pulse_bus::RedisBus;
 use pulse_bus::redis_lua::{self, Keys};
 use pulse_protocol::probe::{AgentState, AgentStatusChange, Alert, Report};
-use pulse_protocol::{AgentId, Channel, Event, Offset, timestamp};
+use pulse_protocol::{AgentId, Channel, Event, Position, timestamp};
 use redis::Script;
 use redis::aio::MultiplexedConnection;
 use serde::de::DeserializeOwned;
@@ -227,6 +227,13 @@ impl RedisStore {
         self.bus.keys()
     }
 
+    /// Adds the keys `pulse_publish` needs for `channel`: its history
+    /// stream, live channel and epoch.
+    fn channel_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, channel: &Channel) {
+        let keys = self.bus_keys();
+        invocation.key(keys.hist(channel)).key(keys.live(channel)).key(keys.epoch(channel));
+    }
+
     async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
         self.connection.get(self.bus.pool()).await
     }
@@ -246,7 +253,7 @@ impl RedisStore {
             .key(&self.keys.alerts_recent)
             .key(dedupe_key);
         for publish in change.publishes {
-            invocation.key(self.bus_keys().hist(&publish.channel)).key(self.bus_keys().live(&publish.channel));
+            self.channel_keys(&mut invocation, &publish.channel);
         }
         let dedupe_ms = if change.report_id.is_some() { millis(self.settings.dedupe_ttl).max(1) } else { 0 };
         invocation
@@ -256,7 +263,8 @@ impl RedisStore {
             .arg(change.state.last_seen.timestamp_millis())
             .arg(dedupe_ms)
             .arg(self.bus.history_len())
-            .arg(self.settings.recent_alerts.max(1));
+            .arg(self.settings.recent_alerts.max(1))
+            .arg(redis_lua::epoch_candidate());
         invocation.arg(change.compared.len());
         for (field, expected) in change.compared {
             invocation.arg(field).arg(expected);
@@ -371,8 +379,8 @@ fn readable<T: DeserializeOwned>(what: &str, jsons: &[String]) -> Vec<T> {
         .collect()
 }
 
-fn parse_id(id: &str) -> Result<Offset, StoreError> {
-    id.parse().map_err(|e| StoreError::corrupt("stream id returned by a publish", e))
+fn parse_id(id: &str) -> Result<Position, StoreError> {
+    id.parse().map_err(|e| StoreError::corrupt("position returned by a publish", e))
 }
 
 /// The operations, each bounded by [`RedisStore::bounded`] in the [`Store`]
@@ -579,10 +587,10 @@ impl RedisStore {
         invocation
             .key(&self.keys.agents)
             .key(&self.keys.seen)
-            .key(self.bus_keys().hist(&agents_channel))
-            .key(self.bus_keys().live(&agents_channel))
             .arg(deadline_ms)
-            .arg(self.bus.history_len());
+            .arg(self.bus.history_len())
+            .arg(redis_lua::epoch_candidate());
+        self.channel_keys(&mut invocation, &agents_channel);
         let mut changes = Vec::with_capacity(silent.len() / 2);
         for pair in silent.chunks_exact(2) {
             let (id, json) = (&pair[0], &pair[1]);
@@ -605,9 +613,9 @@ impl RedisStore {
                 }
             };
             // An entry that is not announced publishes nothing; its keys
-            // only keep the script's key pairs aligned.
+            // only keep the script's key triples aligned.
             let channel = agent_id.map_or_else(|_| agents_channel.clone(), |agent_id| Channel::for_agent(&agent_id));
-            invocation.key(self.bus_keys().hist(&channel)).key(self.bus_keys().live(&channel));
+            self.channel_keys(&mut invocation, &channel);
             invocation.arg(id).arg(json).arg(offline_json).arg(draft_json);
             changes.push(change);
         }

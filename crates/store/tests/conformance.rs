@@ -14,7 +14,7 @@ use pulse_protocol::probe::{
     AgentState, AgentStatus, AgentStatusChange, Alert, AlertState, CheckResult, CheckStatus, HealthStatus, Level,
     Report,
 };
-use pulse_protocol::{AgentId, Channel, Event, Offset, timestamp};
+use pulse_protocol::{AgentId, Channel, Event, Position, timestamp};
 use pulse_store::{MemoryStore, RedisStore, Store, StoreSettings};
 use pulse_testkit::{DEADLINE, RedisServer, wait_until};
 
@@ -39,6 +39,7 @@ async fn redis(settings: StoreSettings) -> anyhow::Result<Fixture> {
         prefix: "pulse:".into(),
         history_len: HISTORY,
         pool_size: 8,
+        ..RedisBusConfig::default()
     })
     .await?;
     Ok(Fixture { store: Arc::new(RedisStore::new(bus.clone(), settings)), bus: Arc::new(bus), redis: Some(server) })
@@ -99,7 +100,7 @@ fn disk(status: CheckStatus) -> CheckResult {
 impl Fixture {
     /// Every event of `channel`, oldest first, read back from the bus.
     async fn history(&self, channel: &str) -> anyhow::Result<Vec<Event>> {
-        let history = self.bus.history(&Channel::parse(channel)?, Offset::ZERO, HISTORY).await?;
+        let history = self.bus.history(&Channel::parse(channel)?, Position::ZERO, HISTORY).await?;
         ensure!(!history.truncated, "history of {channel} was truncated");
         Ok(history.events)
     }
@@ -565,6 +566,7 @@ async fn redis_replicas_racing_on_one_agent_open_one_alert() -> anyhow::Result<(
         prefix: "pulse:".into(),
         history_len: HISTORY,
         pool_size: 8,
+        ..RedisBusConfig::default()
     })
     .await?;
     let replicas: [Arc<dyn Store>; 2] =

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use pulse_protocol::{Channel, Event, Offset};
+use pulse_protocol::{Channel, Event, Position};
 
 use crate::frames;
 use crate::hub::{Hub, Subscriber};
@@ -42,7 +42,7 @@ impl FanOut {
                 self.next += 1;
                 let mut event = template.clone();
                 event.channel = self.channel.clone();
-                event.id = Offset::new(self.next, 0);
+                event.id = Position::new(pulse_protocol::Epoch::from_u64(1), pulse_protocol::Offset::new(self.next, 0));
                 Arc::new(event)
             })
             .collect();

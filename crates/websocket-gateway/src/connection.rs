@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use pulse_bus::Bus;
-use pulse_protocol::{Channel, ControlMessage, ErrorCode, Offset};
+use pulse_protocol::{Channel, ControlMessage, ErrorCode, Position};
 use tokio::task::AbortHandle;
 
 use crate::auth::Identity;
@@ -85,7 +85,7 @@ impl Connection {
 
     /// Subscribes (see the [module docs](self)); a subscription to the same
     /// channel is replaced. The caller checks permissions and limits.
-    pub(crate) async fn subscribe(&mut self, channel: Channel, since: Option<Offset>) -> Result<(), ControlMessage> {
+    pub(crate) async fn subscribe(&mut self, channel: Channel, since: Option<Position>) -> Result<(), ControlMessage> {
         self.unsubscribe(&channel);
         let tag = self.next_tag;
         self.next_tag = if self.next_tag + 1 == NO_TAG { 0 } else { self.next_tag + 1 };
@@ -180,7 +180,7 @@ impl Drop for Connection {
     }
 }
 
-fn subscribed(channel: &Channel, offset: Offset, recovered: bool) -> ByteString {
+fn subscribed(channel: &Channel, offset: Position, recovered: bool) -> ByteString {
     ByteString::from(ControlMessage::Subscribed { channel: channel.clone(), offset, recovered }.to_json())
 }
 
@@ -192,8 +192,8 @@ struct Replay {
     metrics: Metrics,
     tag: Tag,
     channel: Channel,
-    since: Offset,
-    head: Offset,
+    since: Position,
+    head: Position,
     page: usize,
 }
 
@@ -203,7 +203,10 @@ impl Replay {
         let mut recovered = true;
         let mut replayed = 0u64;
         let mut first = true;
-        'pages: while last < self.head {
+        // At the head already: nothing to replay. Anything else (behind the
+        // head, another epoch, or ahead of the head) is for the bus's
+        // history to judge.
+        'pages: while last != self.head {
             let history = match self.bus.history(&self.channel, last, self.page).await {
                 Ok(history) => history,
                 Err(err) => {
@@ -224,8 +227,10 @@ impl Replay {
                 }
             };
             if first && history.truncated {
-                // History no longer reaches back to `since`: a partial replay
-                // is useless to a client that must refetch state anyway.
+                // History cannot continue from `since` (trimmed past it, a
+                // new epoch since, or never issued): a partial replay is
+                // useless to a client that must refetch state anyway. It
+                // continues from the head.
                 recovered = false;
                 last = self.head;
                 break;
@@ -233,11 +238,11 @@ impl Replay {
             first = false;
             let count = history.events.len();
             for event in history.events {
-                if event.id > self.head {
+                if event.id.follows(&self.head) {
                     // From here on the events arrive live (held).
                     break 'pages;
                 }
-                if event.id > last {
+                if event.id.follows(&last) {
                     if !self.queue.push_replayed(self.tag, event.id, ByteString::from(event.to_json())) {
                         return;
                     }

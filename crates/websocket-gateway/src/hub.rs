@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 use pulse_bus::BusError;
-use pulse_protocol::{Channel, ControlMessage, Event, Offset};
+use pulse_protocol::{Channel, ControlMessage, Event, Position};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -35,7 +35,7 @@ pub(crate) struct Subscriber {
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Subscribe on the bus; answer with the channel's head.
-    Subscribe { entry: Arc<ChannelEntry>, reply: oneshot::Sender<Result<Offset, BusError>> },
+    Subscribe { entry: Arc<ChannelEntry>, reply: oneshot::Sender<Result<Position, BusError>> },
     /// The last local subscriber left.
     Unsubscribe(Channel),
 }
@@ -51,18 +51,20 @@ pub(crate) struct ChannelEntry {
 #[derive(Debug, Default)]
 struct Subs {
     list: slab::Slab<Subscriber>,
-    /// Offset of the last event fanned out (or the head at bus subscribe):
+    /// Position of the last event fanned out (or the head at bus subscribe):
     /// a new subscriber receives everything after it.
-    last: Offset,
+    last: Position,
     /// Taken out of the map; a subscriber that finds this retries.
     removed: bool,
 }
 
 impl ChannelEntry {
     /// Called by the bridge once the bus has subscribed the channel.
-    pub(crate) fn set_head(&self, head: Offset) {
+    pub(crate) fn set_head(&self, head: Position) {
         let mut subs = self.subs.lock();
-        subs.last = subs.last.max(head);
+        if head.follows(&subs.last) {
+            subs.last = head;
+        }
     }
 }
 
@@ -103,7 +105,7 @@ impl Hub {
         &self,
         channel: &Channel,
         subscriber: Subscriber,
-    ) -> Result<(SubKey, Offset), HubError> {
+    ) -> Result<(SubKey, Position), HubError> {
         loop {
             let entry = self.entry(channel);
             let ready = entry
@@ -202,11 +204,12 @@ impl Hub {
         let Some(entry) = self.inner.channels.read().get(&first.channel).cloned() else { return };
         // Serialise once, before taking the channel's lock; every
         // subscriber gets the same bytes.
-        let texts: Vec<(Offset, ByteString)> =
+        let texts: Vec<(Position, ByteString)> =
             run.iter().map(|event| (event.id, ByteString::from(event.to_json()))).collect();
         let mut subs = entry.subs.lock();
-        // Events at or below `last` were fanned out already (offsets grow).
-        let fresh = texts.partition_point(|(offset, _)| *offset <= subs.last);
+        // Events at or below `last` were fanned out already (offsets grow
+        // within an epoch; an event of a new epoch is always news).
+        let fresh = texts.partition_point(|(position, _)| !position.follows(&subs.last));
         let texts = &texts[fresh..];
         let Some((newest, _)) = texts.last() else { return };
         subs.last = *newest;
@@ -229,7 +232,7 @@ impl Hub {
 
     /// Events of `channel` after `after` are lost for good: tell its
     /// subscribers to refetch state (a `subscribed` with `recovered: false`).
-    pub(crate) fn gap(&self, channel: &Channel, after: Offset) {
+    pub(crate) fn gap(&self, channel: &Channel, after: Position) {
         let Some(entry) = self.inner.channels.read().get(channel).cloned() else { return };
         let text = ByteString::from(
             ControlMessage::Subscribed { channel: channel.clone(), offset: after, recovered: false }.to_json(),

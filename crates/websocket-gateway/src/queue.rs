@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
-use pulse_protocol::Offset;
+use pulse_protocol::Position;
 use tokio::sync::Notify;
 
 /// Identifies a subscription within one connection (its index in the
@@ -35,8 +35,8 @@ pub(crate) const NO_TAG: Tag = Tag::MAX;
 pub(crate) struct Outbound {
     pub(crate) text: ByteString,
     pub(crate) tag: Tag,
-    /// The event's offset; [`Offset::ZERO`] for control messages.
-    pub(crate) offset: Offset,
+    /// The event's position; [`Position::ZERO`] for control messages.
+    pub(crate) offset: Position,
 }
 
 /// Why a queue stopped accepting frames.
@@ -82,7 +82,7 @@ impl ClientQueue {
 
     /// Queues live events of subscription `tag`, in order, and wakes the
     /// transport once. Never waits. Returns whether the client is still open.
-    pub(crate) fn push_live(&self, tag: Tag, events: &[(Offset, ByteString)]) -> bool {
+    pub(crate) fn push_live(&self, tag: Tag, events: &[(Position, ByteString)]) -> bool {
         let mut state = self.state.lock();
         if state.status != QueueStatus::Open {
             return false;
@@ -105,7 +105,7 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return false;
         }
-        self.push_locked(&mut state, std::iter::once(Outbound { text, tag: NO_TAG, offset: Offset::ZERO }))
+        self.push_locked(&mut state, std::iter::once(Outbound { text, tag: NO_TAG, offset: Position::ZERO }))
     }
 
     fn push_locked(&self, state: &mut State, frames: impl ExactSizeIterator<Item = Outbound>) -> bool {
@@ -133,7 +133,7 @@ impl ClientQueue {
 
     /// Queues replayed history. Replays may overshoot the capacity by one
     /// page; they wait for room between pages ([`Self::wait_for_room`]).
-    pub(crate) fn push_replayed(&self, tag: Tag, offset: Offset, text: ByteString) -> bool {
+    pub(crate) fn push_replayed(&self, tag: Tag, offset: Position, text: ByteString) -> bool {
         let mut state = self.state.lock();
         if state.status != QueueStatus::Open {
             return false;
@@ -176,7 +176,7 @@ impl ClientQueue {
     /// Ends holding `tag`: queues the held frames after `last` (the replay
     /// sent those up to it), then `trailer`, and returns the offset of the
     /// last frame of `tag` the client will have been sent.
-    pub(crate) fn release(&self, tag: Tag, last: Offset, trailer: impl FnOnce(Offset) -> ByteString) -> Option<Offset> {
+    pub(crate) fn release(&self, tag: Tag, last: Position, trailer: impl FnOnce(Position) -> ByteString) -> Option<Position> {
         let mut state = self.state.lock();
         let held = take_held(&mut state, tag)?;
         if state.status != QueueStatus::Open {
@@ -184,7 +184,7 @@ impl ClientQueue {
         }
         let mut sent = last;
         for frame in held {
-            if frame.offset > sent {
+            if frame.offset.follows(&sent) {
                 sent = frame.offset;
                 if !self.push_locked(&mut state, std::iter::once(frame)) {
                     return None;
@@ -261,6 +261,10 @@ fn take_held(state: &mut State, tag: Tag) -> Option<Vec<Outbound>> {
 mod tests {
     use super::*;
 
+    fn p(ms: u64, seq: u64) -> Position {
+        Position::new(pulse_protocol::Epoch::from_u64(1), pulse_protocol::Offset::new(ms, seq))
+    }
+
     fn text(s: &str) -> ByteString {
         ByteString::from(s.to_owned())
     }
@@ -274,8 +278,8 @@ mod tests {
     #[test]
     fn overflow_marks_slow_and_frees_the_backlog() {
         let queue = ClientQueue::new(2);
-        assert!(queue.push_live(0, &[(Offset::new(1, 0), text("a")), (Offset::new(2, 0), text("b"))]));
-        assert!(!queue.push_live(0, &[(Offset::new(3, 0), text("c"))]));
+        assert!(queue.push_live(0, &[(p(1, 0), text("a")), (p(2, 0), text("b"))]));
+        assert!(!queue.push_live(0, &[(p(3, 0), text("c"))]));
         let (frames, status) = drain(&queue);
         assert!(frames.is_empty());
         assert_eq!(status, QueueStatus::Overflowed);
@@ -286,13 +290,13 @@ mod tests {
     fn held_frames_are_released_after_the_replay_without_duplicates() {
         let queue = ClientQueue::new(10);
         queue.hold(1);
-        assert!(queue.push_live(1, &[(Offset::new(5, 0), text("e5")), (Offset::new(6, 0), text("e6"))]));
-        assert!(queue.push_live(2, &[(Offset::new(1, 0), text("other"))]));
-        assert!(queue.push_replayed(1, Offset::new(4, 0), text("e4")));
-        assert!(queue.push_replayed(1, Offset::new(5, 0), text("e5")));
-        let sent = queue.release(1, Offset::new(5, 0), |last| text(&format!("subscribed {last}")));
-        assert_eq!(sent, Some(Offset::new(6, 0)));
-        assert!(queue.push_live(1, &[(Offset::new(7, 0), text("e7"))]));
+        assert!(queue.push_live(1, &[(p(5, 0), text("e5")), (p(6, 0), text("e6"))]));
+        assert!(queue.push_live(2, &[(p(1, 0), text("other"))]));
+        assert!(queue.push_replayed(1, p(4, 0), text("e4")));
+        assert!(queue.push_replayed(1, p(5, 0), text("e5")));
+        let sent = queue.release(1, p(5, 0), |last| text(&format!("subscribed {last}")));
+        assert_eq!(sent, Some(p(6, 0)));
+        assert!(queue.push_live(1, &[(p(7, 0), text("e7"))]));
         let (frames, status) = drain(&queue);
         assert_eq!(frames, ["other", "e4", "e5", "e6", "subscribed 6-0", "e7"]);
         assert_eq!(status, QueueStatus::Open);
@@ -302,8 +306,8 @@ mod tests {
     fn held_frames_are_bounded_too() {
         let queue = ClientQueue::new(1);
         queue.hold(0);
-        assert!(queue.push_live(0, &[(Offset::new(1, 0), text("a"))]));
-        assert!(!queue.push_live(0, &[(Offset::new(2, 0), text("b"))]));
+        assert!(queue.push_live(0, &[(p(1, 0), text("a"))]));
+        assert!(!queue.push_live(0, &[(p(2, 0), text("b"))]));
         assert_eq!(queue.status(), QueueStatus::Overflowed);
     }
 
@@ -311,7 +315,7 @@ mod tests {
     async fn replay_waits_for_room() {
         let queue = std::sync::Arc::new(ClientQueue::new(4));
         for i in 0..4 {
-            queue.push_replayed(0, Offset::new(i, 0), text("r"));
+            queue.push_replayed(0, p(i, 0), text("r"));
         }
         let waiter = {
             let queue = queue.clone();

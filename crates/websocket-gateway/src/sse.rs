@@ -22,7 +22,7 @@ use std::pin::Pin;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use pulse_protocol::{Channel, ControlMessage, Offset};
+use pulse_protocol::{Channel, ControlMessage, Position};
 
 use crate::auth::{self, Identity};
 use crate::connection::Connection;
@@ -30,20 +30,21 @@ use crate::gateway::Gateway;
 use crate::queue::{NO_TAG, Outbound, QueueStatus, Tag};
 use crate::routes::{Rejected, admit};
 
-/// Parses a `Last-Event-ID`: `channel@offset` pairs joined by commas.
-pub fn parse_event_id(id: &str) -> Result<HashMap<Channel, Offset>, String> {
+/// Parses a `Last-Event-ID`: `channel@position` pairs joined by commas
+/// (split at the first `@`; channel names cannot contain one).
+pub fn parse_event_id(id: &str) -> Result<HashMap<Channel, Position>, String> {
     let mut positions = HashMap::new();
     for pair in id.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (channel, offset) = pair.split_once('@').ok_or_else(|| format!("{pair:?} is not channel@offset"))?;
+        let (channel, offset) = pair.split_once('@').ok_or_else(|| format!("{pair:?} is not channel@position"))?;
         let channel = Channel::parse(channel).map_err(|e| e.to_string())?;
-        let offset = offset.parse::<Offset>().map_err(|e| e.to_string())?;
+        let offset = offset.parse::<Position>().map_err(|e| e.to_string())?;
         positions.insert(channel, offset);
     }
     Ok(positions)
 }
 
 /// Formats positions as an event id (see the module docs).
-pub fn format_event_id<'a>(positions: impl IntoIterator<Item = (&'a Channel, Offset)>) -> String {
+pub fn format_event_id<'a>(positions: impl IntoIterator<Item = (&'a Channel, Position)>) -> String {
     let mut id = String::new();
     for (channel, offset) in positions {
         if !id.is_empty() {
@@ -110,7 +111,7 @@ pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
             _ => Rejected::Unavailable("cannot subscribe".into()),
         })?;
     }
-    let positions: Vec<(Tag, Channel, Option<Offset>)> = positions_by_tag(&conn, &positions);
+    let positions: Vec<(Tag, Channel, Option<Position>)> = positions_by_tag(&conn, &positions);
     let heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + settings.heartbeat_interval,
         settings.heartbeat_interval,
@@ -143,7 +144,7 @@ pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
         .streaming(body))
 }
 
-fn positions_by_tag(conn: &Connection, known: &HashMap<Channel, Offset>) -> Vec<(Tag, Channel, Option<Offset>)> {
+fn positions_by_tag(conn: &Connection, known: &HashMap<Channel, Position>) -> Vec<(Tag, Channel, Option<Position>)> {
     conn.subscriptions().map(|(tag, c)| (tag, c.clone(), known.get(c).copied())).collect()
 }
 
@@ -156,7 +157,7 @@ struct Stream {
     expiry: Pin<Box<tokio::time::Sleep>>,
     batch: VecDeque<Outbound>,
     /// Per subscription: its channel and the last position sent.
-    positions: Vec<(Tag, Channel, Option<Offset>)>,
+    positions: Vec<(Tag, Channel, Option<Position>)>,
     heartbeat: tokio::time::Interval,
     drain: Pin<Box<dyn Future<Output = ()>>>,
     /// Armed when draining starts: the stream ends then.
@@ -221,7 +222,10 @@ impl Stream {
             if frame.tag != NO_TAG
                 && let Some(position) = self.positions.iter_mut().find(|(tag, _, _)| *tag == frame.tag)
             {
-                position.2 = Some(position.2.map_or(frame.offset, |o| o.max(frame.offset)));
+                // A subscription's frames come in its order (replayed, then
+                // `subscribed`, then live): the newest is where it stands,
+                // also when `subscribed` moved it to the head.
+                position.2 = Some(frame.offset);
                 out.push_str("id: ");
                 out.push_str(&format_event_id(
                     self.positions.iter().filter_map(|(_, channel, offset)| offset.map(|o| (channel, o))),
@@ -240,15 +244,19 @@ impl Stream {
 mod tests {
     use super::*;
 
+    fn p(ms: u64, seq: u64) -> Position {
+        Position::new(pulse_protocol::Epoch::from_u64(1), pulse_protocol::Offset::new(ms, seq))
+    }
+
     #[test]
     fn event_ids_round_trip() {
         let a = Channel::parse("alerts").unwrap();
         let b = Channel::parse("agent:web-1").unwrap();
-        let id = format_event_id([(&a, Offset::new(1, 0)), (&b, Offset::new(5, 2))]);
+        let id = format_event_id([(&a, p(1, 0)), (&b, p(5, 2))]);
         assert_eq!(id, "alerts@1-0,agent:web-1@5-2");
         let parsed = parse_event_id(&id).unwrap();
-        assert_eq!(parsed[&a], Offset::new(1, 0));
-        assert_eq!(parsed[&b], Offset::new(5, 2));
+        assert_eq!(parsed[&a], p(1, 0));
+        assert_eq!(parsed[&b], p(5, 2));
         assert!(parse_event_id("alerts").is_err());
         assert!(parse_event_id("alerts@x").is_err());
         assert!(parse_event_id("").unwrap().is_empty());

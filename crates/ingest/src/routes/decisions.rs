@@ -10,10 +10,10 @@ use pulse_protocol::{Channel, EventDraft, EventType};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::PublisherKey;
-use crate::error::{ApiError, BackendError, InputError, parse_body, with_deadline};
+use crate::error::{ApiError, BackendError, InputError, parse_body};
 use crate::observe::{TraceParent, record_published};
 use crate::routes::publish::PublishedRef;
-use crate::routes::shared::{publish_all, release, validate_id};
+use crate::routes::shared::{publish_once, validate_id};
 use crate::state::IngestState;
 
 /// The longest `decision_id` accepted.
@@ -24,9 +24,10 @@ pub const MAX_DECISION_ID_LEN: usize = 128;
 pub struct DecisionAccepted {
     pub decision_id: String,
     /// The same `decision_id` was published before (within the idempotency
-    /// TTL): nothing was published this time.
+    /// TTL) to every channel: nothing was published this time.
     pub duplicate: bool,
-    /// Where the decision was published, in order.
+    /// Where the decision is, in order (for a duplicate, where it was
+    /// published the first time).
     pub events: Vec<PublishedRef>,
 }
 
@@ -71,39 +72,25 @@ pub(crate) async fn post_decision(
         .map_err(|e| BackendError::Unexpected(anyhow::Error::new(e).context("serialising a decision")))?
         .with_trace(trace.0);
 
-    let settings = state.settings();
-    // The decision id is the idempotency key: a retried decision is
-    // published once.
-    let key = format!("decision:{}", decision.decision_id);
-    let claimed = with_deadline(
-        settings.backend_timeout,
-        "claiming a decision id",
-        state.store().claim_idempotency_key(&key, settings.idempotency_ttl),
-    )
-    .await?;
-    if !claimed {
-        return Ok(HttpResponse::Accepted().json(DecisionAccepted {
-            decision_id: decision.decision_id,
-            duplicate: true,
-            events: Vec::new(),
-        }));
-    }
-
+    // The decision id is the idempotency key, per channel: a retried
+    // decision is published once to each, and a retry after a partial
+    // failure publishes only what is missing.
     let started = Instant::now();
-    let drafts = channels.into_iter().map(|(channel, _)| (channel, draft.clone())).collect();
-    let published = match publish_all(&state, drafts).await {
-        Ok(published) => published,
-        Err(err) => {
-            // Let a retry publish it.
-            release(&state, &key).await;
-            return Err(err.into());
+    let mut events = Vec::with_capacity(channels.len());
+    let mut published = 0;
+    for (channel, _) in channels {
+        let key = format!("decision:{}:{channel}", decision.decision_id);
+        let publication = publish_once(&state, &channel, draft.clone(), &key).await?;
+        if !publication.duplicate {
+            published += 1;
         }
-    };
-    record_published("decision", published.len(), started.elapsed());
-    tracing::info!(decision_id = %decision.decision_id, key = %caller.name, "decision published");
+        events.push(PublishedRef { channel, id: publication.id });
+    }
+    record_published("decision", published, started.elapsed());
+    tracing::info!(decision_id = %decision.decision_id, key = %caller.name, published, "decision accepted");
     Ok(HttpResponse::Accepted().json(DecisionAccepted {
         decision_id: decision.decision_id,
-        duplicate: false,
-        events: published.into_iter().map(|e| PublishedRef { channel: e.channel, id: e.id }).collect(),
+        duplicate: published == 0,
+        events,
     }))
 }

@@ -1,12 +1,12 @@
 //! `GET /api/v1/channels/{channel}/history?after=&limit=`: the HTTP fallback
 //! for clients that cannot hold a WebSocket.
 //!
-//! With `after`, the events after that offset, oldest first, and whether
-//! history was trimmed past it (`truncated`: refetch state). Without, the
+//! With `after` (a position), the events after it, oldest first, and
+//! whether they can all be given (`truncated`: refetch state). Without, the
 //! newest `limit` events. Poll again with `after` = `next`.
 
 use actix_web::{HttpResponse, web};
-use pulse_protocol::{Channel, Event, Offset};
+use pulse_protocol::{Channel, Event, Position};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Reader;
@@ -27,12 +27,14 @@ pub struct HistoryPage {
     pub channel: Channel,
     /// Oldest first.
     pub events: Vec<Event>,
-    /// Events after `after` were trimmed from history: the page is not
-    /// complete, and the client should refetch state.
+    /// The events after `after` cannot all be given (trimmed from history,
+    /// the history replaced by a new epoch, or `after` never issued): the
+    /// client should refetch state, then poll on from `next`.
     pub truncated: bool,
-    /// The offset to pass as `after` next time: the last event's, or
-    /// `after` (or the channel's head) when the page is empty.
-    pub next: Offset,
+    /// The position to pass as `after` next time: the last event's, or,
+    /// when the page is empty, `after` (the channel's head when `after`
+    /// cannot be continued, or none was given).
+    pub next: Position,
 }
 
 pub(crate) async fn get_history(
@@ -46,7 +48,7 @@ pub(crate) async fn get_history(
     let settings = state.settings();
     let after = match query.after.as_deref() {
         None | Some("") => None,
-        Some(after) => Some(after.parse::<Offset>().map_err(|e| InputError::invalid("after", e.to_string()))?),
+        Some(after) => Some(after.parse::<Position>().map_err(|e| InputError::invalid("after", e.to_string()))?),
     };
     let max = settings.history_max_limit;
     let limit = match query.limit.as_deref() {
@@ -67,7 +69,11 @@ pub(crate) async fn get_history(
     let page = match after {
         Some(after) => {
             let history = with_deadline(deadline, "reading history", bus.history(&channel, after, limit)).await?;
-            let next = history.events.last().map_or(after, |e| e.id);
+            let next = match history.events.last() {
+                Some(event) => event.id,
+                None if history.truncated => history.head,
+                None => after,
+            };
             HistoryPage { channel, events: history.events, truncated: history.truncated, next }
         }
         None => {

@@ -11,13 +11,13 @@
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
-use pulse_protocol::{Channel, EventDraft, EventType, Offset};
+use pulse_protocol::{Channel, EventDraft, EventType, Position};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, PublisherKey};
 use crate::error::{ApiError, BackendError, InputError, parse_body, with_deadline};
 use crate::observe::{TraceParent, record_published};
-use crate::routes::shared::{release, validate_id};
+use crate::routes::shared::{publish_once, validate_id};
 use crate::state::IngestState;
 
 /// The longest idempotency key accepted.
@@ -50,17 +50,17 @@ struct BatchRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedRef {
     pub channel: Channel,
-    /// The event's offset in its channel.
-    pub id: Offset,
+    /// The event's position in its channel (`<epoch>:<ms>-<seq>`).
+    pub id: Position,
 }
 
 /// What became of one event of a publish request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub channel: Channel,
-    /// The event's offset; absent for a duplicate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Offset>,
+    /// The event's position; for a duplicate, the position the first
+    /// publish with the same idempotency key was given.
+    pub id: Position,
     /// The idempotency key was used before: nothing was published.
     pub duplicate: bool,
 }
@@ -135,31 +135,22 @@ async fn publish_one(
     request: PublishRequest,
     trace: Option<String>,
 ) -> Result<Published, BackendError> {
-    let settings = state.settings();
-    // Keys are per publisher: two backends may pick the same key.
-    let key = request.idempotency_key.as_ref().map(|k| format!("publish:{}:{k}", caller.name));
-    if let Some(key) = &key {
-        let claimed = with_deadline(
-            settings.backend_timeout,
-            "claiming an idempotency key",
-            state.store().claim_idempotency_key(key, settings.idempotency_ttl),
-        )
-        .await?;
-        if !claimed {
-            return Ok(Published { channel: request.channel, id: None, duplicate: true });
-        }
-    }
     let draft = EventDraft::new(request.event_type, request.data).with_trace(trace);
-    let published =
-        with_deadline(settings.backend_timeout, "publishing an event", state.bus().publish(&request.channel, draft))
-            .await;
-    match published {
-        Ok(event) => Ok(Published { channel: event.channel, id: Some(event.id), duplicate: false }),
-        Err(err) => {
-            if let Some(key) = &key {
-                release(state, key).await;
-            }
-            Err(err)
+    match &request.idempotency_key {
+        Some(key) => {
+            // Keys are per publisher: two backends may pick the same key.
+            let key = format!("publish:{}:{key}", caller.name);
+            let publication = publish_once(state, &request.channel, draft, &key).await?;
+            Ok(Published { channel: request.channel, id: publication.id, duplicate: publication.duplicate })
+        }
+        None => {
+            let event = with_deadline(
+                state.settings().backend_timeout,
+                "publishing an event",
+                state.bus().publish(&request.channel, draft),
+            )
+            .await?;
+            Ok(Published { channel: event.channel, id: event.id, duplicate: false })
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers more than one route uses.
 
-use pulse_protocol::{Channel, Event, EventDraft};
+use pulse_bus::Publication;
+use pulse_protocol::{Channel, EventDraft};
 
 use crate::error::{BackendError, InputError, with_deadline};
 use crate::state::IngestState;
@@ -23,36 +24,21 @@ pub(crate) fn validate_id(field: &str, id: &str, max: usize) -> Result<(), Input
     Ok(())
 }
 
-/// Releases an idempotency key after the work it guarded failed. Best
-/// effort: if the store is away too, the key expires with its TTL.
-pub(crate) async fn release(state: &IngestState, key: &str) {
-    let store = state.store();
-    if let Err(err) = with_deadline(
-        state.settings().backend_timeout,
-        "releasing an idempotency key",
-        store.release_idempotency_key(key),
+/// Publishes `draft` to `channel` once per idempotency `key` (within
+/// `ingest.idempotency_ttl`): the key is decided by the bus in the same
+/// atomic step as the append, so a retry with the same key after any
+/// failure never publishes twice.
+pub(crate) async fn publish_once(
+    state: &IngestState,
+    channel: &Channel,
+    draft: EventDraft,
+    key: &str,
+) -> Result<Publication, BackendError> {
+    let settings = state.settings();
+    with_deadline(
+        settings.backend_timeout,
+        "publishing an event",
+        state.bus().publish_once(channel, draft, key, settings.idempotency_ttl),
     )
     .await
-    {
-        tracing::warn!(%key, error = %err, "could not release an idempotency key; it expires with its TTL");
-    }
-}
-
-/// Publishes each draft to its channel, in order, stopping at the first
-/// failure.
-pub(crate) async fn publish_all(
-    state: &IngestState,
-    drafts: Vec<(Channel, EventDraft)>,
-) -> Result<Vec<Event>, BackendError> {
-    let mut events = Vec::with_capacity(drafts.len());
-    for (channel, draft) in drafts {
-        let event = with_deadline(
-            state.settings().backend_timeout,
-            "publishing an event",
-            state.bus().publish(&channel, draft),
-        )
-        .await?;
-        events.push(event);
-    }
-    Ok(events)
 }

@@ -7,7 +7,7 @@ use pulse_bus::BusMessage;
 use pulse_ingest::error::ErrorDetail;
 use pulse_ingest::settings::{ApiKeySettings, BusKind, Role};
 use pulse_ingest::{Application, IngestState, Settings};
-use pulse_protocol::{Channel, ChannelPattern, Event, Offset};
+use pulse_protocol::{Channel, ChannelPattern, Event, Position};
 use pulse_runtime::{Secret, Shutdown};
 use pulse_testkit::RedisServer;
 use reqwest::StatusCode;
@@ -201,7 +201,7 @@ impl TestApp {
     /// Every event in a channel's history, read from the bus directly.
     pub async fn events(&self, channel: &str) -> Vec<Event> {
         let channel = Channel::parse(channel).expect("test channel");
-        self.state.bus().history(&channel, Offset::ZERO, 10_000).await.expect("history readable").events
+        self.state.bus().history(&channel, Position::ZERO, 10_000).await.expect("history readable").events
     }
 
     /// The event types in a channel's history.

@@ -37,7 +37,7 @@ async fn a_report_publishes_status_report_and_alert_in_order_with_its_trace() {
     assert_eq!(online.event_type.as_str(), EventType::AGENT_STATUS_CHANGED);
     assert_eq!(received.event_type.as_str(), EventType::REPORT_RECEIVED);
     assert_eq!(alert.event_type.as_str(), EventType::ALERT_TRIGGERED);
-    assert!(online.id < received.id && received.id < alert.id, "offsets increase");
+    assert!(online.id.offset < received.id.offset && received.id.offset < alert.id.offset, "offsets increase");
     for event in [&online, &received, &alert] {
         assert_eq!(event.channel, agent_channel);
         assert_eq!(event.trace.as_deref(), Some(TRACEPARENT), "the request's trace is on {event:?}");

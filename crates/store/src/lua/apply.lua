@@ -6,7 +6,7 @@
 -- KEYS[1] agents hash        KEYS[2] agents:seen sorted set
 -- KEYS[3] alerts:open hash   KEYS[4] alerts:recent list
 -- KEYS[5] dedupe key of the report (ignored for heartbeats)
--- KEYS[6], KEYS[7], ...      history stream and live channel of each event, in pairs
+-- KEYS[6], KEYS[7], KEYS[8], ...  history stream, live channel and epoch of each event, in triples
 --
 -- ARGV[1] agent id
 -- ARGV[2] state JSON the plan was made from ('' = unknown agent)
@@ -15,13 +15,14 @@
 -- ARGV[5] dedupe TTL, ms ('0' = not a report: no dedupe)
 -- ARGV[6] history length cap
 -- ARGV[7] how many resolved alerts alerts:recent keeps
+-- ARGV[8] epoch candidate, for a channel whose history starts anew
 -- then: n, and n pairs (alerts:open field, value the plan was made from or '')
 -- then: n, and n pairs (field, JSON) of alerts to open
 -- then: n, and n pairs (field, resolved JSON) of alerts to close
--- then: one draft JSON per event, in the order of the KEYS pairs
+-- then: one draft JSON per event, in the order of the KEYS triples
 --
--- Returns {'duplicate'}, {'conflict'}, or {'ok', id, id, ...} with the
--- stream id of each event.
+-- Returns {'duplicate'}, {'conflict'}, or {'ok', position, position, ...}
+-- with the position (`<epoch>:<stream id>`) of each event.
 local agent = ARGV[1]
 local ttl = tonumber(ARGV[5])
 if ttl > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
@@ -30,7 +31,7 @@ end
 if (redis.call('HGET', KEYS[1], agent) or '') ~= ARGV[2] then
   return {'conflict'}
 end
-local i = 8
+local i = 9
 local compared = tonumber(ARGV[i]); i = i + 1
 for _ = 1, compared do
   if (redis.call('HGET', KEYS[3], ARGV[i]) or '') ~= ARGV[i + 1] then
@@ -61,8 +62,8 @@ end
 
 local result = {'ok'}
 local maxlen = tonumber(ARGV[6])
-for k = 6, #KEYS, 2 do
-  result[#result + 1] = pulse_publish(KEYS[k], KEYS[k + 1], maxlen, ARGV[i])
+for k = 6, #KEYS, 3 do
+  result[#result + 1] = pulse_publish(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[8], maxlen, ARGV[i])
   i = i + 1
 end
 return result

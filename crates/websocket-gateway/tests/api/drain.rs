@@ -1,4 +1,4 @@
-use pulse_protocol::Offset;
+use pulse_protocol::Position;
 use pulse_testkit::RedisServer;
 
 use crate::helpers::*;
@@ -30,11 +30,11 @@ async fn clients_of_a_drained_instance_get_1012_and_resume_on_the_other_with_not
     // Events keep flowing while the clients are being closed.
     let during = publish(&two.bus, &ch, 20).await?;
 
-    let mut all: Vec<Offset> = before.iter().chain(&during).map(|e| e.id).collect();
+    let mut all: Vec<Position> = before.iter().chain(&during).map(|e| e.id).collect();
     for mut client in clients {
         let (frames, closed) = client.recv_until_closed(DEADLINE).await?;
         assert_eq!(closed.code, Some(1012), "{closed:?}");
-        let mut seen: Vec<Offset> =
+        let mut seen: Vec<Position> =
             frames.iter().filter_map(|f| pulse_protocol::Event::from_json(f).ok()).map(|e| e.id).collect();
         let last = *seen.last().expect("some events before the close");
         let mut resumed = two.connect().await?;

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use pulse_auth::Claims;
 use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
 use pulse_protocol::{
-    Channel, ChannelPattern, ClientMessage, ControlMessage, Event, EventDraft, EventType, Offset, ServerFrame,
+    Channel, ChannelPattern, ClientMessage, ControlMessage, Event, EventDraft, EventType, Position, ServerFrame,
 };
 use pulse_runtime::Shutdown;
 use pulse_testkit::{RedisServer, WsClient};
@@ -87,7 +87,13 @@ pub async fn redis_bus(redis: &RedisServer) -> anyhow::Result<Arc<dyn Bus>> {
 
 pub async fn redis_bus_with(redis: &RedisServer, history_len: usize) -> anyhow::Result<Arc<dyn Bus>> {
     let bus =
-        RedisBus::connect(RedisBusConfig { url: redis.url(), prefix: "pulse:".into(), history_len, pool_size: 4 })
+        RedisBus::connect(RedisBusConfig {
+            url: redis.url(),
+            prefix: "pulse:".into(),
+            history_len,
+            pool_size: 4,
+            ..RedisBusConfig::default()
+        })
             .await?;
     Ok(Arc::new(bus))
 }
@@ -125,8 +131,8 @@ pub async fn publish_sized(bus: &Arc<dyn Bus>, channel: &Channel, n: usize, pad:
 pub async fn subscribe(
     client: &mut WsClient,
     channel: &Channel,
-    since: Option<Offset>,
-) -> anyhow::Result<(Vec<Event>, Offset, bool)> {
+    since: Option<Position>,
+) -> anyhow::Result<(Vec<Event>, Position, bool)> {
     client.send(&ClientMessage::Subscribe { channel: channel.clone(), since }).await?;
     let mut events = Vec::new();
     loop {
@@ -150,7 +156,7 @@ pub async fn recv_events(client: &mut WsClient, n: usize) -> anyhow::Result<Vec<
     Ok(events)
 }
 
-pub fn ids(events: &[Event]) -> Vec<Offset> {
+pub fn ids(events: &[Event]) -> Vec<Position> {
     events.iter().map(|e| e.id).collect()
 }
 

@@ -1,4 +1,4 @@
-use pulse_protocol::{Event, Offset};
+use pulse_protocol::{Event, Position};
 use pulse_testkit::RedisServer;
 
 use crate::helpers::*;
@@ -57,7 +57,7 @@ async fn a_replay_racing_live_publishes_has_no_gap_or_duplicate() -> anyhow::Res
     while received.last().map(|e| e.id) != Some(last) {
         received.push(client.recv_event(DEADLINE).await?);
     }
-    let expected: Vec<Offset> = before[1..].iter().chain(&during).map(|e: &Event| e.id).collect();
+    let expected: Vec<Position> = before[1..].iter().chain(&during).map(|e: &Event| e.id).collect();
     assert_eq!(ids(&received), expected);
     Ok(())
 }

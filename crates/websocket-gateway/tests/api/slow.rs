@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
-use pulse_protocol::{ClientMessage, Offset};
+use pulse_protocol::{ClientMessage, Position};
 use pulse_testkit::RedisServer;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -36,7 +36,7 @@ async fn a_client_that_stops_reading_is_closed_4000_while_a_fast_one_gets_everyt
     let reader = {
         let received = received.clone();
         tokio::spawn(async move {
-            let mut ids: Vec<Offset> = Vec::new();
+            let mut ids: Vec<Position> = Vec::new();
             loop {
                 let event = fast.recv_event(DEADLINE * 3).await?;
                 ids.push(event.id);
