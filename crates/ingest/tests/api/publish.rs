@@ -47,7 +47,7 @@ async fn an_idempotency_key_publishes_once_per_publisher() {
     let first = json_of(app.publish(&body).await, StatusCode::ACCEPTED).await;
     let second = json_of(app.publish(&body).await, StatusCode::ACCEPTED).await;
     assert_eq!(first["duplicate"], false);
-    assert_eq!(second, json!({"channel": "agent:web-1", "duplicate": true}));
+    assert_eq!(second, json!({"channel": "agent:web-1", "id": first["id"], "duplicate": true}));
     assert_eq!(app.events("agent:web-1").await.len(), 1);
 
     // Keys are scoped per publisher: another backend may use the same one.
@@ -125,4 +125,37 @@ async fn publishing_works_in_memory_mode() {
     let again = json_of(app.publish(&body).await, StatusCode::ACCEPTED).await;
     assert_eq!(again["duplicate"], true);
     assert_eq!(app.types("deploys").await, ["deploy.finished"]);
+}
+
+/// During a Redis write pause (what a managed failover does) publishes fail
+/// with an unknown outcome; retried with the same idempotency key until
+/// accepted, each is in history exactly once, under the id the answer gives.
+#[tokio::test]
+async fn retries_with_an_idempotency_key_during_a_write_pause_never_duplicate() {
+    let app = spawn_app().await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: String = redis.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]).await.unwrap();
+    let mut outcomes = Vec::new();
+    let mut answers = Vec::new();
+    for n in 0..4 {
+        let body = json!({"channel": "paused", "type": "job.done", "data": {"n": n}, "idempotency_key": format!("job-{n}")});
+        let answer = loop {
+            let response = app.publish(&body).await;
+            if response.status() == StatusCode::ACCEPTED {
+                break response.json::<serde_json::Value>().await.unwrap();
+            }
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.headers().contains_key("retry-after"));
+            let (_, error) = error_of(response).await;
+            outcomes.push(error.code);
+        };
+        answers.push(answer);
+    }
+    assert!(outcomes.iter().any(|c| c == "outcome_unknown"), "a timed-out publish says its outcome is unknown: {outcomes:?}");
+    let events = app.events("paused").await;
+    for (n, answer) in answers.iter().enumerate() {
+        let copies: Vec<_> = events.iter().filter(|e| e.data["n"] == n).collect();
+        assert_eq!(copies.len(), 1, "event {n} is published exactly once: {events:?}");
+        assert_eq!(answer["id"], copies[0].id.to_string(), "the answer names the one copy");
+    }
 }

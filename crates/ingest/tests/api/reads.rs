@@ -104,6 +104,46 @@ async fn history_pages_forward_from_an_offset() {
     assert_eq!((empty["events"].clone(), empty["next"].as_str()), (json!([]), Some(head)));
 }
 
+/// An `after` from a history that was lost (Redis flushed), one the
+/// channel never issued (ahead of its head), or one without epoch (from
+/// before epochs) cannot be continued: `truncated`, and `next` is the head
+/// to poll on from.
+#[tokio::test]
+async fn history_after_a_position_it_cannot_continue_is_truncated() {
+    let app = spawn_app().await;
+    let token = app.admin_token();
+    let read = |after: String| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            json_of(app.get(&format!("/api/v1/channels/deploys/history?after={after}"), Some(&token)).await, StatusCode::OK)
+                .await
+        }
+    };
+    let a = json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": "a"})).await, StatusCode::ACCEPTED).await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    assert!(a_id.contains(':'), "ids carry their history's epoch: {a_id}");
+    let page = read(a_id.clone()).await;
+    assert_eq!((page["truncated"].clone(), page["next"].as_str()), (json!(false), Some(a_id.as_str())));
+
+    // Ahead of the head: a day later in the same history.
+    let (epoch, offset) = a_id.split_once(':').unwrap();
+    let ms: u64 = offset.split_once('-').unwrap().0.parse().unwrap();
+    let page = read(format!("{epoch}:{}-0", ms + 86_400_000)).await;
+    assert_eq!((page["truncated"].clone(), page["next"].as_str()), (json!(true), Some(a_id.as_str())));
+    // Without epoch.
+    let page = read(offset.to_owned()).await;
+    assert_eq!(page["truncated"], true);
+
+    // The history is lost and a new one begins.
+    let _: String = app.redis.as_ref().unwrap().cmd(&["FLUSHALL"]).await.unwrap();
+    let d = json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": "d"})).await, StatusCode::ACCEPTED).await;
+    let page = read(a_id.clone()).await;
+    assert_eq!(page["truncated"], true, "a position of the lost history cannot be continued");
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "the new history is given from its start");
+    assert_eq!(page["next"], d["id"]);
+}
+
 #[tokio::test]
 async fn history_says_when_it_no_longer_reaches_back() {
     let app = spawn_app_with(BusKind::Redis, |s| s.redis.history_len = 3).await;

@@ -4,6 +4,7 @@
 
 mod demo;
 mod helpers;
+mod history_settings;
 mod ops;
 mod redis;
 mod reports;

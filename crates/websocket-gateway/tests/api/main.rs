@@ -12,3 +12,4 @@ mod resume;
 mod slow;
 mod sse;
 mod state;
+mod truth;
