@@ -36,8 +36,7 @@ export function formatPosition({ epoch = null, ms, seq = 0 }) {
 }
 
 function trimZeros(digits) {
-  const t = digits.replace(/^0+(?=\d)/, '');
-  return t;
+  return digits.replace(/^0+(?=\d)/, '');
 }
 
 function compareDigits(a, b) {
