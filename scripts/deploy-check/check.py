@@ -3,7 +3,9 @@
 
   check.py static             compose schema + settings, kustomize render + schemas + settings
   check.py all BIN_DIR        both
-  check.py guides BIN_DIR     the guides' `# test` blocks against ingest + gateway on a private Redis
+  check.py guides BIN_DIR     the guides' `# test` blocks against ingest + gateway on a private Redis;
+                              the frontend guide's against a standalone `pulse` (anonymous, demo
+                              fleet, as `cargo run --release`), its `// test` JavaScript with Node
 
 Every check prints one `ok`/`FAIL`/`skip` line; the script ends with
 `deploy checks: N passed, M failed` and exits non-zero on any failure.
@@ -635,21 +637,65 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def guide_blocks() -> list[tuple[str, int, str]]:
+def guide_blocks() -> list[tuple[str, int, str, str]]:
+    """(guide, line, body, language): ```bash blocks starting `# test`, and
+    ```js blocks starting `// test` (run with Node) or `// file: NAME` (saved
+    for the examples after it to import)."""
     blocks = []
     for path in sorted((ROOT / "proto-docs/guides").glob("*.md")):
         lines = path.read_text().splitlines()
         i = 0
         while i < len(lines):
-            if lines[i].strip() == "```bash" and i + 1 < len(lines) and lines[i + 1].strip().startswith("# test"):
+            fence = lines[i].strip()
+            nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            lang = None
+            if fence == "```bash" and nxt.startswith("# test"):
+                lang = "bash"
+            elif fence == "```js" and (nxt.startswith("// test") or nxt.startswith("// file:")):
+                lang = "js"
+            if lang:
                 start = i + 1
                 j = start
                 while lines[j].strip() != "```":
                     j += 1
-                blocks.append((str(path.relative_to(ROOT)), start + 1, "\n".join(lines[start:j])))
+                blocks.append((str(path.relative_to(ROOT)), start + 1, "\n".join(lines[start:j]), lang))
                 i = j
             i += 1
     return blocks
+
+
+# The frontend guide's examples run against standalone `pulse` as
+# `cargo run --release` starts it; a block titled `[secured]` runs against
+# the ingest + gateway pair that requires tokens.
+STANDALONE_GUIDES = {"proto-docs/guides/frontend-developer.md"}
+
+
+def node_flags() -> list[str]:
+    """Node 20 has `WebSocket` behind a flag; 22 and later have it built in."""
+    r = subprocess.run(["node", "-p", "process.versions.node"], capture_output=True, text=True)
+    major = int(r.stdout.split(".")[0]) if r.returncode == 0 else 0
+    return ["--experimental-websocket"] if major and major < 22 else []
+
+
+def js_workdir(logs: Path) -> Path:
+    """A project with the web package installed from its `npm pack` tarball
+    (as the frontend guide installs it), plus React for the hooks examples."""
+    work = logs / "js"
+    work.mkdir()
+    (work / "package.json").write_text(json.dumps({"name": "guide-examples", "private": True, "type": "module"}))
+
+    def pack(folder: Path) -> str:
+        r = subprocess.run(["npm", "pack", "--json", "--pack-destination", str(work), str(folder)],
+                           cwd=work, capture_output=True, text=True, check=True)
+        return str(work / json.loads(r.stdout)[0]["filename"])
+
+    specs = [pack(ROOT / "web")]
+    for dep in ("react", "react-test-renderer"):
+        local = ROOT / "web/node_modules" / dep
+        specs.append(pack(local) if local.is_dir() else f"{dep}@^19")
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *specs],
+                   cwd=work, capture_output=True, text=True, check=True, timeout=300)
+    return work
 
 
 def check_guides(bin_dir: Path) -> None:
@@ -709,6 +755,23 @@ def check_guides(bin_dir: Path) -> None:
             fail("servers start", f"{e}; logs in {logs}")
             return
         blocks = guide_blocks()
+        standalone_env = None
+        if any(b[0] in STANDALONE_GUIDES for b in blocks):
+            pulse_bin = bin_dir / "pulse"
+            if pulse_bin.exists():
+                sport = free_port()
+                # The defaults of `cargo run --release`: no PULSE_* settings.
+                senv = {k: v for k, v in os.environ.items() if not k.startswith("PULSE")}
+                procs.append(subprocess.Popen([str(pulse_bin), "--port", str(sport), "--host", "127.0.0.1"],
+                                              env=senv, cwd=ROOT, stdout=open(logs / "pulse.log", "w"),
+                                              stderr=subprocess.STDOUT))
+                try:
+                    wait_http(f"http://127.0.0.1:{sport}/readyz", procs[-1])
+                    ok("standalone pulse starts with its defaults (anonymous, demo fleet)")
+                    standalone_env = {"PULSE_URL": f"http://127.0.0.1:{sport}",
+                                      "PULSE_GATEWAY_URL": f"http://127.0.0.1:{sport}"}
+                except RuntimeError as e:
+                    fail("standalone pulse starts", f"{e}; logs in {logs}")
         guides = {b[0] for b in blocks}
         expected = {f"proto-docs/guides/{g}.md" for g in ("operator", "probe-author", "publisher", "frontend-developer")}
         check("every guide has tested examples", sorted(f"{g} has no `# test` block" for g in expected - guides))
@@ -720,10 +783,41 @@ def check_guides(bin_dir: Path) -> None:
             "PULSE_PUBLISHER_KEY": "demo-publisher-key",
             "PULSE_JWT_SECRET": secret,
         })
-        for path, line, body in blocks:
-            r = subprocess.run(["bash", "-euo", "pipefail", "-c", body], env=run_env, cwd=logs,
-                               capture_output=True, text=True, timeout=60)
-            title = body.splitlines()[0].removeprefix("# test").strip(" :-") or "example"
+        work: Path | None = None
+        flags: list[str] = []
+        for path, line, body, lang in blocks:
+            first = body.splitlines()[0]
+            title = first.removeprefix("# test").removeprefix("// test").strip(" :-") or "example"
+            env = dict(run_env)
+            if path in STANDALONE_GUIDES and "[secured]" not in title:
+                if standalone_env is None:
+                    skip(f"{path}:{line} {title}", "no standalone pulse binary")
+                    continue
+                env.update(standalone_env)
+            if lang == "js":
+                if work is None:
+                    if not shutil.which("node") or not shutil.which("npm"):
+                        skip(f"{path}:{line} {title}", "needs node and npm")
+                        continue
+                    try:
+                        work = js_workdir(logs)
+                        flags = node_flags()
+                    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                        fail(f"{path}:{line} {title}", f"installing the web package: {e}\n{getattr(e, 'stderr', '')}")
+                        continue
+                if first.startswith("// file:"):
+                    (work / first.removeprefix("// file:").strip()).write_text(body + "\n")
+                    continue
+                script = work / f"example-{Path(path).stem}-{line}.mjs"
+                script.write_text(body + "\n")
+                cmd, cwd = ["node", *flags, script.name], work
+            else:
+                cmd, cwd = ["bash", "-euo", "pipefail", "-c", body], logs
+            try:
+                r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired as e:
+                fail(f"{path}:{line} {title}", f"timed out after 60 s\n{e.stdout!s:.1500}{e.stderr!s:.1500}")
+                continue
             if r.returncode == 0:
                 ok(f"{path}:{line} {title}")
             else:

@@ -6,7 +6,11 @@ export type PulseTransport = 'ws' | 'sse' | 'poll';
 export interface PulseEvent<D = unknown> {
   type: string;
   channel: string;
-  /** Offset in the channel: `<ms>-<seq>`, strictly increasing. */
+  /**
+   * The event's position in its channel: `<epoch>:<ms>-<seq>` (or the legacy
+   * `<ms>-<seq>`). Strictly increasing within one epoch; positions of
+   * different epochs do not compare.
+   */
   id: string;
   ts: string;
   data: D;
@@ -53,16 +57,30 @@ export interface PulseClientOptions {
   pollAfterAttempts?: number;
   pollIntervalMs?: number;
   transports?: PulseTransport[];
+  /**
+   * While live on SSE or polling, a WebSocket probe runs after a delay in
+   * [ceiling/2, ceiling), ceiling = min(maxMs, initialMs * 2^probe) (defaults
+   * 5 s / 60 s); when it gets `welcome` the client switches back to WebSocket
+   * and every failure count starts over.
+   */
+  wsProbe?: { initialMs?: number; maxMs?: number };
   /** Default true. */
   autoConnect?: boolean;
 }
 
 export interface SubscribeOptions {
-  /** History no longer reached back: refetch the state. */
+  /**
+   * Events may be missing (`subscribed {recovered: false}` or `gap`: history
+   * trimmed, another epoch, a position the channel never issued): refetch the
+   * state over HTTP; live events keep coming after the new position.
+   */
   onGap?: (channel: string) => void;
-  /** Resume after this offset. */
+  /** Resume after this position (e.g. the `next` of the history page the state came from). */
   since?: string;
 }
+
+/** A parsed position; `epoch` is null for the legacy form. `ms` and `seq` are digit strings. */
+export interface Position { epoch: string | null; ms: string; seq: string }
 
 export interface StateInfo { transport: PulseTransport | null; attempt: number; code?: number; reason?: string; delay?: number }
 
@@ -86,6 +104,8 @@ export class PulseClient {
   on(event: 'close', fn: (info: { code: number; reason: string }) => void): () => void;
   on(event: 'retry', fn: (info: { attempt: number; delay: number; code?: number; reason?: string }) => void): () => void;
   on(event: 'message', fn: (frame: any) => void): () => void;
+  on(event: string, fn: (...args: any[]) => void): () => void;
+  /** The remembered position of a channel (last event, or the server's `offset`/`next`), or null. */
   lastId(channel: string): string | null;
   refresh(channel: string): boolean;
   setToken(token: string): void;
@@ -96,6 +116,14 @@ export class PulseClient {
 
 export const CONTROL_TYPES: Set<string>;
 export function shouldReconnect(code: number): boolean;
+/** Parses `<epoch>:<ms>-<seq>` or `<ms>-<seq>`; null when not a position. */
+export function parsePosition(p: string | null | undefined): Position | null;
+export function formatPosition(p: { epoch?: string | null; ms: string | number; seq?: string | number }): string;
+/** Negative, zero or positive; `null` when not comparable (different epochs, or not positions). */
+export function comparePositions(a: string, b: string): number | null;
+/** True unless `id` is of the same epoch as `last` and not after it. */
+export function isNewer(id: string, last: string | null | undefined): boolean;
+/** Legacy: compares the `<ms>-<seq>` parts, ignoring epochs. Prefer `comparePositions`. */
 export function compareOffsets(a: string, b: string): number;
 export function backoffDelay(attempt: number, backoff?: { initialMs?: number; maxMs?: number; factor?: number }, random?: () => number): number;
 export function createClient(options?: PulseClientOptions): PulseClient;

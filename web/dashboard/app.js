@@ -3,13 +3,63 @@
 import { PulseClient } from './pulse-client.js';
 
 const $ = (sel) => document.querySelector(sel);
+
+// ----- token: `?token=X` remembers X, `?token=` forgets it -----
+const TOKEN_KEY = 'pulse.token';
 const params = new URLSearchParams(location.search);
-if (params.get('token')) localStorage.setItem('pulse.token', params.get('token'));
-const token = params.get('token') || localStorage.getItem('pulse.token') || null;
+if (params.has('token')) {
+  const given = params.get('token');
+  if (given) localStorage.setItem(TOKEN_KEY, given);
+  else localStorage.removeItem(TOKEN_KEY);
+  // Keep the token out of the address bar (history, bookmarks, screenshots).
+  params.delete('token');
+  const rest = params.toString();
+  history.replaceState(null, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
+}
+const token = localStorage.getItem(TOKEN_KEY) || null;
 const authHeaders = token ? { Authorization: 'Bearer ' + token } : {};
 
 const client = new PulseClient({ token });
-window.pulse = { client };
+// For the console and the tests: the client and a few counters.
+window.pulse = { client, stats: { reports: 0, draws: 0 } };
+
+function forgetToken() {
+  localStorage.removeItem(TOKEN_KEY);
+  location.reload();
+}
+const forgetButton = $('#forget-token');
+forgetButton.hidden = !token;
+forgetButton.addEventListener('click', forgetToken);
+$('#auth-forget').addEventListener('click', forgetToken);
+
+// ----- auth failures: a refused token must never look like "Live" -----
+// `authError` is the last 401/403 from the API or the stream, or null.
+let authError = null;
+function authFailed(what, status) {
+  authError = { what, status };
+  renderAuth();
+  renderBadge();
+}
+function authOk() {
+  if (!authError || client.fatal) return;
+  authError = null;
+  renderAuth();
+  renderBadge();
+}
+function renderAuth() {
+  const banner = $('#auth-banner');
+  banner.hidden = !authError;
+  if (!authError) return;
+  const why = `${authError.what} answered ${authError.status}`;
+  $('#auth-text').textContent = token
+    ? `The server refused the saved token (${why}).`
+    : `This server needs a token (${why}): open the page with ?token=… .`;
+  $('#auth-forget').hidden = !token;
+}
+client.on('state', () => {
+  const f = client.fatal;
+  if (f && (f.code === 4401 || f.code === 4403)) authFailed('the event stream', f.code + (f.reason ? ' ' + f.reason : ''));
+});
 
 // ----- connection badge: always the client's real state -----
 const badge = $('#badge');
@@ -18,7 +68,8 @@ function renderBadge() {
   const s = client.state;
   let state = s;
   let text;
-  if (s === 'live') text = 'Live' + (client.transport && client.transport !== 'ws' ? ' (' + client.transport.toUpperCase() + ')' : '');
+  if (authError) { state = 'unauthorized'; text = token ? 'Token refused' : 'Sign-in required'; }
+  else if (s === 'live') text = 'Live' + (client.transport && client.transport !== 'ws' ? ' (' + client.transport.toUpperCase() + ')' : '');
   else if (s === 'connecting') text = 'Connecting…';
   else if (s === 'reconnecting') {
     const secs = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
@@ -45,6 +96,12 @@ function flash(node, cls) {
   void node.offsetWidth; // restart the animation
   node.classList.add(cls);
 }
+// Drop a flash class once its animation ended, so that nothing replays it
+// (a row's cells animate while their row has the class).
+document.addEventListener('animationend', (e) => {
+  const node = e.target.closest('.changed, .new');
+  if (node && e.animationName === 'flash') node.classList.remove('changed', 'new');
+});
 function ago(ts) {
   const s = Math.round((Date.now() - Date.parse(ts)) / 1000);
   if (!isFinite(s)) return '';
@@ -60,7 +117,12 @@ function healthOf(checks) {
 }
 async function getJson(path) {
   const res = await fetch(path, { headers: authHeaders });
+  if (res.status === 401 || res.status === 403) {
+    authFailed(path.split('?')[0], 'HTTP ' + res.status);
+    throw new Error(path + ': HTTP ' + res.status);
+  }
   if (!res.ok) throw new Error(path + ': HTTP ' + res.status);
+  authOk();
   return res.json();
 }
 
@@ -85,46 +147,54 @@ function toast(kind, title, body) {
 }
 
 // ----- agents -----
-const agents = new Map(); // agent_id -> {state, row}
+const agents = new Map(); // agent_id -> {state, row, cells}
 function upsertAgent(patch, changed = true) {
   let a = agents.get(patch.agent_id);
   if (!a) {
-    a = { state: { status: 'online', health: 'unknown', checks: [] }, row: el('tr') };
-    a.row.dataset.agent = patch.agent_id;
+    const row = el('tr');
+    row.dataset.agent = patch.agent_id;
+    const cells = { agent: el('td', 'agent'), status: el('td', 'status'), health: el('td', 'health'), seen: el('td', 'seen'), checks: el('td', 'checks') };
+    row.append(cells.agent, cells.status, cells.health, cells.seen, cells.checks);
+    a = { state: { status: 'online', health: 'unknown', checks: [] }, row, cells };
     agents.set(patch.agent_id, a);
-    insertSorted(a.row, patch.agent_id);
+    insertSorted(row, patch.agent_id);
   }
   const before = a.state.status + '/' + a.state.health;
   Object.assign(a.state, patch);
   const s = a.state;
+  // Flash only when the status or health really changed; the cells are
+  // updated in place, so a later report does not restart the animation.
   changed = changed && before !== s.status + '/' + s.health;
   const failing = (s.checks || []).filter((c) => c.status !== 'ok').map((c) => c.name + (c.message ? ': ' + c.message : ''));
-  a.row.replaceChildren(
-    el('td', 'agent', s.agent_id),
-    cell('status', s.status, 's-' + s.status),
-    cell('health', s.health, 'h-' + s.health),
-    el('td', 'seen', s.last_seen ? ago(s.last_seen) : ''),
-    el('td', 'checks', failing.join(', ') || '—'),
-  );
-  if (changed) flash(a.row, 'changed');
+  a.cells.agent.textContent = s.agent_id;
+  setPill(a.cells.status, s.status, 's-' + s.status);
+  setPill(a.cells.health, s.health, 'h-' + s.health);
+  renderSeen(a);
+  a.cells.checks.textContent = failing.join(', ') || '—';
+  if (s.last_report_id) a.row.dataset.report = s.last_report_id;
+  if (changed) {
+    a.row.dataset.changedAt = String(Date.now());
+    flash(a.row, 'changed');
+  }
   $('#agent-count').textContent = agents.size;
 }
-function cell(cls, text, pillClass) {
-  const td = el('td', cls);
-  td.append(el('span', 'pill ' + pillClass, text));
-  return td;
+function setPill(td, text, pillClass) {
+  const pill = td.firstChild || td.appendChild(el('span'));
+  pill.className = 'pill ' + pillClass;
+  pill.textContent = text;
+}
+function renderSeen(a) {
+  const td = a.cells.seen;
+  const ts = a.state.last_seen;
+  td.textContent = ts ? ago(ts) : '';
+  if (ts) { td.dataset.ts = ts; td.title = new Date(ts).toLocaleString(); }
 }
 function insertSorted(row, id) {
   const body = $('#agents tbody');
   const next = [...body.children].find((r) => r.dataset.agent > id);
   body.insertBefore(row, next || null);
 }
-setInterval(() => {
-  for (const a of agents.values()) {
-    const seen = a.row.querySelector('.seen');
-    if (seen && a.state.last_seen) seen.textContent = ago(a.state.last_seen);
-  }
-}, 5000);
+setInterval(() => { for (const a of agents.values()) renderSeen(a); }, 5000);
 
 // ----- alerts -----
 const openAlerts = new Map(); // alert_id -> {alert, li}
@@ -178,9 +248,7 @@ function countReport() {
   const sec = Math.floor(Date.now() / 1000);
   buckets.set(sec, (buckets.get(sec) || 0) + 1);
 }
-let lastDraw = 0;
 function drawChart() {
-  lastDraw = Date.now();
   const canvas = $('#chart');
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
@@ -188,10 +256,14 @@ function drawChart() {
   const ctx = canvas.getContext('2d');
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
+  // Completed seconds only: the current one is still counting, and plotting
+  // it would show a fraction of the real rate.
   const now = Math.floor(Date.now() / 1000);
   const values = [];
-  for (let s = now - WINDOW + 1; s <= now; s++) values.push(buckets.get(s) || 0);
-  for (const s of buckets.keys()) if (s <= now - WINDOW) buckets.delete(s);
+  for (let s = now - WINDOW; s < now; s++) values.push(buckets.get(s) || 0);
+  for (const s of buckets.keys()) if (s < now - WINDOW) buckets.delete(s);
+  window.pulse.chart = { values, second: now };
+  window.pulse.stats.draws++;
   const max = Math.max(1, ...values);
   ctx.strokeStyle = '#26313d';
   ctx.beginPath(); ctx.moveTo(0, h - 0.5); ctx.lineTo(w, h - 0.5); ctx.stroke();
@@ -206,7 +278,11 @@ function drawChart() {
   ctx.fillText('max ' + max + '/s', 4, 12);
   $('#rate').textContent = values[values.length - 1] + '/s';
 }
-setInterval(drawChart, 1000);
+// Redraw just after each second completes.
+(function tick() {
+  drawChart();
+  setTimeout(tick, 1000 - (Date.now() % 1000) + 20);
+})();
 window.addEventListener('resize', drawChart);
 
 // ----- first paint from the HTTP API, then live events -----
@@ -230,7 +306,16 @@ const refetch = (what) => () => what().catch((e) => console.warn('refetch failed
 client.subscribe('agents', (e) => {
   if (e.type !== 'agent_status_changed') return;
   const d = e.data;
-  upsertAgent({ agent_id: d.agent_id, status: d.new_status, health: d.health, last_seen: d.ts });
+  // `ts` is when the status changed, not when the agent was last heard
+  // from (an agent goes offline a timeout after its last report): keep the
+  // last report's time, and read it from the API when it is not known yet.
+  const known = agents.get(d.agent_id);
+  upsertAgent({ agent_id: d.agent_id, status: d.new_status, health: d.health });
+  if (!known || !known.state.last_seen) {
+    getJson('/api/v1/agents/' + encodeURIComponent(d.agent_id))
+      .then((a) => upsertAgent({ agent_id: d.agent_id, last_seen: a.last_seen }, false))
+      .catch((err) => console.warn('agent read failed', err));
+  }
   if (d.new_status === 'offline' && d.old_status !== 'offline') toast('offline', `${d.agent_id} went offline`, d.message || '');
 }, { onGap: refetch(loadAgents) });
 
@@ -246,9 +331,10 @@ client.subscribe('reports', (e) => {
   if (e.type !== 'report_received') return;
   const r = e.data;
   countReport();
-  if (Date.now() - lastDraw > 250) drawChart();
+  window.pulse.stats.reports++;
   const checks = r.checks || [];
-  upsertAgent({ agent_id: r.agent_id, status: 'online', health: healthOf(checks), last_seen: r.ts, last_report_id: r.report_id, checks });
+  // Pulse's clock (as the API's `last_seen`), not the agent's.
+  upsertAgent({ agent_id: r.agent_id, status: 'online', health: healthOf(checks), last_seen: e.ts || r.ts, last_report_id: r.report_id, checks });
 }, { onGap: refetch(loadAgents) });
 
 client.subscribe('decisions', (e) => {
@@ -258,4 +344,3 @@ client.subscribe('decisions', (e) => {
 Promise.all([loadAgents(), loadAlerts(), loadDecisions()])
   .catch((e) => toast('offline', 'Could not load the current state', e.message));
 renderAlertCount();
-drawChart();

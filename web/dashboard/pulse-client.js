@@ -7,7 +7,7 @@
 // Protocol: proto-docs/asyncapi.yaml and proto-docs/close-codes.md.
 
 /** Frame types the server uses for control messages; everything else is an event. */
-export const CONTROL_TYPES = new Set(['welcome', 'subscribed', 'unsubscribed', 'snapshot', 'pong', 'error']);
+export const CONTROL_TYPES = new Set(['welcome', 'subscribed', 'unsubscribed', 'snapshot', 'pong', 'error', 'gap']);
 
 /** Close codes after which the client waits for a new token or a manual `connect()`. */
 export function shouldReconnect(code) {
@@ -16,13 +16,68 @@ export function shouldReconnect(code) {
   return true;
 }
 
-/** Compares two offsets (`<ms>-<seq>`): negative, zero or positive. */
+const POSITION = /^(?:([0-9a-z]{1,16}):)?(\d+)-(\d+)$/;
+
+/**
+ * Parses a stream position: `<epoch>:<ms>-<seq>` or the legacy `<ms>-<seq>`
+ * (unknown epoch). Returns `{epoch, ms, seq}` (`epoch` null for the legacy
+ * form; `ms` and `seq` as digit strings, so any size compares exactly) or
+ * null when `p` is not a position.
+ */
+export function parsePosition(p) {
+  const m = typeof p === 'string' ? POSITION.exec(p) : null;
+  if (!m) return null;
+  return { epoch: m[1] || null, ms: trimZeros(m[2]), seq: trimZeros(m[3]) };
+}
+
+/** Formats a position (the inverse of `parsePosition`). */
+export function formatPosition({ epoch = null, ms, seq = 0 }) {
+  return (epoch ? epoch + ':' : '') + ms + '-' + seq;
+}
+
+function trimZeros(digits) {
+  return digits.replace(/^0+(?=\d)/, '');
+}
+
+function compareDigits(a, b) {
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Compares two positions of one channel: negative, zero or positive, or
+ * `null` when they are not comparable (different epochs, or either is not a
+ * position). Two legacy positions share the unknown epoch and compare.
+ */
+export function comparePositions(a, b) {
+  const pa = parsePosition(a);
+  const pb = parsePosition(b);
+  if (!pa || !pb || pa.epoch !== pb.epoch) return null;
+  return compareDigits(pa.ms, pb.ms) || compareDigits(pa.seq, pb.seq);
+}
+
+/**
+ * Compares the `<ms>-<seq>` parts of two positions, ignoring any epoch
+ * (kept for callers of the legacy form; prefer `comparePositions`).
+ */
 export function compareOffsets(a, b) {
-  const [am, as = '0'] = String(a).split('-');
-  const [bm, bs = '0'] = String(b).split('-');
-  const d = Number(am) - Number(bm);
-  if (d !== 0) return d;
-  return Number(as) - Number(bs);
+  const strip = (p) => { const x = parsePosition(p); return x ? { ...x, epoch: null } : null; };
+  const pa = strip(a);
+  const pb = strip(b);
+  if (!pa || !pb) return 0;
+  return compareDigits(pa.ms, pb.ms) || compareDigits(pa.seq, pb.seq);
+}
+
+/**
+ * Whether an event at `id` is new after the remembered position `last`:
+ * true unless both are positions of the same epoch and `id <= last`. An
+ * event of another epoch is new, so an old or unknown position never
+ * blocks a stream that started over.
+ */
+export function isNewer(id, last) {
+  if (!last) return true;
+  const c = comparePositions(id, last);
+  return c === null || c > 0;
 }
 
 /** Full-jitter exponential backoff: a random delay in [0, min(max, initial * factor^attempt)). */
@@ -66,6 +121,9 @@ export class PulseClient {
     this.pollAfterAttempts = options.pollAfterAttempts ?? 6;
     this.pollIntervalMs = options.pollIntervalMs || 5000;
     this.transports = options.transports || ['ws', 'sse', 'poll'];
+    // While live on SSE or polling, WebSocket is tried again after these
+    // delays (doubling, with jitter) and taken back as soon as it answers.
+    this.wsProbe = { initialMs: 5000, maxMs: 60000, ...(options.wsProbe || {}) };
 
     this.state = 'idle';
     this.transport = null;
@@ -84,6 +142,9 @@ export class PulseClient {
     this._stopped = true;
     this._waiting = false;
     this._gen = 0; // increments per connection attempt; stale callbacks compare it
+    this._probeTimer = null; // next WebSocket probe while on a fallback transport
+    this._probeConn = null; // the probe socket in flight
+    this._probeAttempt = 0;
 
     this._onOnline = () => this._online();
     this._onOffline = () => this._browserOffline();
@@ -196,6 +257,8 @@ export class PulseClient {
     if (this._timer !== null) { this.clock.clearTimeout(this._timer); this._timer = null; }
     if (this._hb !== null) { this.clock.clearTimeout(this._hb); this._hb = null; }
     if (this._poll !== null) { this.clock.clearTimeout(this._poll); this._poll = null; }
+    if (this._probeTimer !== null) { this.clock.clearTimeout(this._probeTimer); this._probeTimer = null; }
+    if (this._probeConn) { this._probeConn.close(); this._probeConn = null; }
   }
 
   _teardown() {
@@ -333,18 +396,23 @@ export class PulseClient {
         this._emit('welcome', msg);
         if (this.transport === 'ws') {
           this._wsFailures = 0;
+          this._probeAttempt = 0;
           for (const [channel, sub] of this._subs) this._sendSubscribe(channel, sub);
           this._scheduleHeartbeat(gen);
         } else {
           this._sseFailures = 0;
+          this._scheduleWsProbe(gen);
         }
         this._setState('live');
         break;
-      case 'subscribed': {
+      case 'subscribed': case 'gap': {
         const sub = this._subs.get(msg.channel);
         if (!sub) break;
-        if (msg.offset && (!sub.lastId || compareOffsets(msg.offset, sub.lastId) > 0)) sub.lastId = msg.offset;
-        if (msg.recovered === false) this._gap(msg.channel, sub);
+        // `offset` is where the stream continues: it replaces the remembered
+        // position even when lower (a new epoch, or a `since` the channel
+        // never issued), so nothing stale or from the future filters live events.
+        if (typeof msg.offset === 'string' && msg.offset) sub.lastId = msg.offset;
+        if (msg.type === 'gap' || msg.recovered === false) this._gap(msg.channel, sub);
         break;
       }
       case 'error':
@@ -361,7 +429,7 @@ export class PulseClient {
     const sub = this._subs.get(event.channel);
     if (!sub) return;
     if (event.id) {
-      if (sub.lastId && compareOffsets(event.id, sub.lastId) <= 0) return; // already seen
+      if (!isNewer(event.id, sub.lastId)) return; // already seen in this epoch
       sub.lastId = event.id;
     }
     for (const entry of [...sub.handlers]) {
@@ -474,13 +542,17 @@ export class PulseClient {
           const page = await res.json();
           if (gen !== this._gen) return;
           if (!sub.lastId) { sub.lastId = page.next || null; continue; }
-          if (page.truncated) this._gap(channel, sub);
+          // Truncated: `after` is older than history, of another epoch or
+          // ahead of the head. The events (if any) continue from the head.
+          if (page.truncated) { sub.lastId = null; this._gap(channel, sub); }
           for (const event of page.events || []) this._deliver(event);
-          if (page.next && compareOffsets(page.next, sub.lastId) > 0) sub.lastId = page.next;
+          // `next` is where the next page starts: the truth, like `offset`.
+          if (typeof page.next === 'string' && page.next) sub.lastId = page.next;
         }
         if (gen !== this._gen) return;
         this.attempt = 0;
         this._setState('live');
+        this._scheduleWsProbe(gen);
         this._poll = this.clock.setTimeout(() => { this._poll = null; if (gen === this._gen) pollOnce(); }, this.pollIntervalMs);
       } catch (e) {
         if (gen !== this._gen) return;
@@ -489,6 +561,66 @@ export class PulseClient {
     };
     this._conn = { close: () => {} };
     pollOnce();
+  }
+
+  /**
+   * On a fallback transport, tries WebSocket again after a growing delay;
+   * once a probe socket gets `welcome`, every failure count starts over and
+   * the client reconnects over WebSocket (positions kept, so nothing is lost).
+   */
+  _scheduleWsProbe(gen) {
+    if (this.transport === 'ws' || !this.transports.includes('ws') || !this.WebSocket) return;
+    if (this._probeTimer !== null || this._probeConn) return;
+    const ceiling = Math.min(this.wsProbe.maxMs, this.wsProbe.initialMs * Math.pow(2, Math.min(this._probeAttempt, 30)));
+    const delay = Math.floor(ceiling / 2 + this.random() * ceiling / 2);
+    this._probeTimer = this.clock.setTimeout(() => {
+      this._probeTimer = null;
+      if (gen === this._gen) this._probeWs(gen);
+    }, delay);
+  }
+
+  _probeWs(gen) {
+    let ws;
+    try {
+      ws = new this.WebSocket(this.tokenInQuery ? this._withToken(this.url) : this.url);
+    } catch {
+      this._probeAttempt++;
+      this._scheduleWsProbe(gen);
+      return;
+    }
+    let timer = null;
+    const close = () => {
+      if (timer !== null) { this.clock.clearTimeout(timer); timer = null; }
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.onerror = () => {};
+      try { ws.close(1000); } catch { /* ignore */ }
+    };
+    const done = (ok) => {
+      if (this._probeConn !== probe) return;
+      this._probeConn = null;
+      close();
+      if (gen !== this._gen || this._stopped) return;
+      if (!ok) { this._probeAttempt++; this._scheduleWsProbe(gen); return; }
+      this._wsFailures = 0;
+      this._sseFailures = 0;
+      this._probeAttempt = 0;
+      this.attempt = 0;
+      this._teardown();
+      this._open();
+    };
+    const probe = { close };
+    this._probeConn = probe;
+    timer = this.clock.setTimeout(() => { timer = null; done(false); }, this.connectTimeoutMs);
+    ws.onopen = () => {
+      if (this.token && !this.tokenInQuery) ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+    };
+    ws.onmessage = (ev) => {
+      let msg;
+      try { msg = JSON.parse(typeof ev.data === 'string' ? ev.data : String(ev.data)); } catch { return; }
+      if (msg && msg.type === 'welcome') done(true);
+    };
+    ws.onerror = () => { /* onclose follows */ };
+    ws.onclose = () => done(false);
   }
 
   _failed(gen, info = {}) {

@@ -28,21 +28,42 @@ export function ensureBinaries() {
   if (r.status !== 0) throw new Error('cargo build failed');
 }
 
-/** Standalone `pulse` (in memory, one port) with its demo fleet. */
-export async function startStandalone({ agents = 12 } = {}) {
+/**
+ * Standalone `pulse` (in memory, one port), by default with its demo fleet.
+ * `config`: extra TOML (a file passed with --config); `env`: extra variables;
+ * `port`: a fixed port. `stop()` and `start()` restart it on the same port
+ * (in memory: a restart loses every history).
+ */
+export async function startStandalone({ agents = 12, demo = true, config = '', env = {}, port } = {}) {
   ensureBinaries();
-  const port = await freePort();
-  const proc = new Proc('pulse', path.join(binDir, 'pulse'),
-    ['--port', String(port), '--host', '127.0.0.1', '--demo', '--agents', String(agents), '--static-dir', path.join(webDir, 'dashboard')],
-    { cwd: repoDir, env: { ...process.env, RUST_LOG: 'warn' } });
-  const base = `http://127.0.0.1:${port}`;
-  try {
-    await waitFor(() => httpOk(`${base}/readyz`), { what: 'pulse ready', timeout: 60000 });
-  } catch (e) {
-    await proc.stop();
-    throw new Error(`${e.message}\n${proc.output}`);
+  port = port || await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'pulse-web-standalone-'));
+  const args = ['--port', String(port), '--host', '127.0.0.1', '--static-dir', path.join(webDir, 'dashboard')];
+  args.push(...(demo ? ['--demo', '--agents', String(agents)] : ['--no-demo']));
+  if (config) {
+    writeFileSync(path.join(dir, 'pulse.toml'), config);
+    args.push('--config', path.join(dir, 'pulse.toml'));
   }
-  return { base, proc, stop: () => proc.stop() };
+  const base = `http://127.0.0.1:${port}`;
+  const s = { base, port };
+  s.start = async () => {
+    s.proc = new Proc('pulse', path.join(binDir, 'pulse'), args, { cwd: repoDir, env: { ...process.env, RUST_LOG: 'warn', ...env } });
+    try {
+      await waitFor(() => httpOk(`${base}/readyz`), { what: 'pulse ready', timeout: 60000 });
+    } catch (e) {
+      await s.proc.stop();
+      throw new Error(`${e.message}\n${s.proc.output}`);
+    }
+  };
+  s.stop = async () => {
+    await s.proc?.stop();
+  };
+  s.close = async () => {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  await s.start().catch((e) => { rmSync(dir, { recursive: true, force: true }); throw e; });
+  return s;
 }
 
 export async function freePort() {

@@ -20,7 +20,7 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
-  await pulse?.stop();
+  await pulse?.close();
 });
 
 test('standalone: the dashboard goes live and shows the demo fleet', async () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PulseClient, backoffDelay, compareOffsets, shouldReconnect } from '../../client/pulse-client.js';
+import { PulseClient, backoffDelay, compareOffsets, comparePositions, isNewer, parsePosition, shouldReconnect } from '../../client/pulse-client.js';
 import { FakeClock, fakeSocketFactory, fakeWindow, flush } from './fakes.js';
 
 function setup(extra = {}) {
@@ -254,4 +254,210 @@ test('offsets compare numerically', () => {
   assert.ok(compareOffsets('10-0', '9-5') > 0);
   assert.ok(compareOffsets('10-2', '10-10') < 0);
   assert.equal(compareOffsets('5-1', '5-1'), 0);
+});
+
+test('positions: epoch form and legacy form parse; different epochs do not compare', () => {
+  assert.deepEqual(parsePosition('k3f9x2ab:1763800000000-0'), { epoch: 'k3f9x2ab', ms: '1763800000000', seq: '0' });
+  assert.deepEqual(parsePosition('1763800000000-12'), { epoch: null, ms: '1763800000000', seq: '12' });
+  assert.equal(parsePosition('ABC:1-0'), null, 'epochs are [0-9a-z]');
+  assert.equal(parsePosition('toolongepoch12345:1-0'), null, 'epochs are at most 16 characters');
+  assert.equal(parsePosition('1-0-0'), null);
+  assert.equal(parsePosition(undefined), null);
+  assert.ok(comparePositions('e1:10-0', 'e1:9-5') > 0);
+  assert.ok(comparePositions('e1:10-2', 'e1:10-10') < 0);
+  assert.equal(comparePositions('e1:5-1', 'e1:5-1'), 0);
+  assert.ok(comparePositions('99999999999999999999-0', '99999999999999999998-7') > 0, 'exact beyond 2^53');
+  assert.equal(comparePositions('e1:10-0', 'e2:9-0'), null);
+  assert.equal(comparePositions('e1:10-0', '9-0'), null, 'a legacy position is of an unknown epoch');
+  assert.ok(comparePositions('10-0', '9-0') > 0, 'legacy positions compare with each other');
+  assert.ok(compareOffsets('e1:10-0', 'e2:9-0') > 0, 'compareOffsets ignores epochs (legacy callers)');
+  assert.equal(isNewer('e2:1-0', 'e1:50-0'), true);
+  assert.equal(isNewer('e1:50-0', 'e1:50-0'), false);
+  assert.equal(isNewer('e1:1-0', null), true);
+});
+
+/** A live client on one fake socket with `channel` subscribed; returns what it delivers. */
+async function liveOn(channel, subscribeOptions = {}) {
+  const ctx = setup();
+  await flush();
+  const got = [];
+  const gaps = [];
+  ctx.client.subscribe(channel, (e) => got.push(e.id), { onGap: (c) => gaps.push(c), ...subscribeOptions });
+  ctx.last().open();
+  ctx.last().welcome();
+  return { ...ctx, got, gaps };
+}
+
+test('an event of a new epoch with a lower ms is delivered and remembered', async () => {
+  const { client, last, got } = await liveOn('alerts');
+  last().receive({ type: 'subscribed', channel: 'alerts', offset: 'aaa:1763800000000-0', recovered: true });
+  last().receive({ type: 'x', channel: 'alerts', id: 'aaa:1763800000500-0', data: {} });
+  // The history was lost and started over (e.g. Redis restarted empty):
+  // the new epoch's first positions are lower.
+  last().receive({ type: 'x', channel: 'alerts', id: 'bbb:1-0', data: {} });
+  last().receive({ type: 'x', channel: 'alerts', id: 'bbb:1-0', data: {} }); // duplicate in the new epoch
+  last().receive({ type: 'x', channel: 'alerts', id: 'bbb:2-0', data: {} });
+  assert.deepEqual(got, ['aaa:1763800000500-0', 'bbb:1-0', 'bbb:2-0']);
+  assert.equal(client.lastId('alerts'), 'bbb:2-0');
+  client.destroy();
+});
+
+test('a future since is replaced by the head from subscribed{recovered:false}: live events flow', async () => {
+  const { client, last, got, gaps } = await liveOn('alerts', { since: 'e1:9999999999999-0' });
+  assert.deepEqual(last().sent, [{ type: 'subscribe', channel: 'alerts', since: 'e1:9999999999999-0' }]);
+  last().receive({ type: 'subscribed', channel: 'alerts', offset: 'e1:1763800000000-4', recovered: false });
+  assert.deepEqual(gaps, ['alerts'], 'recovered:false fires the gap handler');
+  assert.equal(client.lastId('alerts'), 'e1:1763800000000-4', 'the head replaces the future position');
+  for (let i = 5; i < 8; i++) last().receive({ type: 'x', channel: 'alerts', id: `e1:1763800000000-${i}`, data: {} });
+  assert.deepEqual(got, ['e1:1763800000000-5', 'e1:1763800000000-6', 'e1:1763800000000-7']);
+  client.destroy();
+});
+
+test('the same with legacy positions (a server without epochs)', async () => {
+  const { client, last, got, gaps } = await liveOn('alerts', { since: '9999999999999-0' });
+  last().receive({ type: 'subscribed', channel: 'alerts', offset: '1763800000000-4', recovered: false });
+  for (let i = 5; i < 8; i++) last().receive({ type: 'x', channel: 'alerts', id: `1763800000000-${i}`, data: {} });
+  last().receive({ type: 'x', channel: 'alerts', id: '1763800000000-6', data: {} }); // already seen
+  assert.deepEqual(got, ['1763800000000-5', '1763800000000-6', '1763800000000-7']);
+  assert.deepEqual(gaps, ['alerts']);
+  client.destroy();
+});
+
+test('a gap frame mid-stream fires the gap handlers and moves the position', async () => {
+  const { client, last, got, gaps } = await liveOn('alerts');
+  const seen = [];
+  client.on('gap', (c) => seen.push(c));
+  last().receive({ type: 'subscribed', channel: 'alerts', offset: 'e1:10-0', recovered: true });
+  last().receive({ type: 'x', channel: 'alerts', id: 'e1:11-0', data: {} });
+  last().receive({ type: 'gap', channel: 'alerts', offset: 'e1:5-0' });
+  last().receive({ type: 'subscribed', channel: 'alerts', offset: 'e1:20-0', recovered: false });
+  last().receive({ type: 'x', channel: 'alerts', id: 'e1:21-0', data: {} });
+  assert.deepEqual(got, ['e1:11-0', 'e1:21-0']);
+  assert.deepEqual(gaps, ['alerts', 'alerts']);
+  assert.deepEqual(seen, ['alerts', 'alerts']);
+  client.destroy();
+});
+
+test('resubscribes after a reconnect with the position of the current epoch', async () => {
+  const { client, clock, last } = await liveOn('alerts');
+  last().receive({ type: 'subscribed', channel: 'alerts', offset: 'e1:10-0', recovered: true });
+  last().receive({ type: 'x', channel: 'alerts', id: 'e2:3-0', data: {} });
+  last().serverClose(1011);
+  await clock.tick(1000);
+  last().open();
+  last().welcome();
+  assert.deepEqual(last().sent, [{ type: 'subscribe', channel: 'alerts', since: 'e2:3-0' }]);
+  client.destroy();
+});
+
+function pollSetup(pages) {
+  const clock = new FakeClock();
+  const fetches = [];
+  const fetch = async (url) => {
+    fetches.push(url);
+    const page = pages.shift();
+    if (!page) throw new Error('no more pages');
+    return { ok: true, status: 200, json: async () => page };
+  };
+  const client = new PulseClient({ url: 'ws://h:9/ws', apiBase: 'http://api:1', WebSocket: null, EventSource: null, fetch, clock, window: null,
+    random: () => 0.5, transports: ['poll'], pollIntervalMs: 1000 });
+  return { client, clock, fetches };
+}
+
+test('polling: truncated fires the gap handler, events of the new epoch are delivered, next replaces the position', async () => {
+  const { client, clock, fetches } = pollSetup([
+    { events: [], truncated: false, next: 'e1:50-0' },
+    // The history started over: `after=e1:50-0` is from a dead epoch.
+    { events: [{ type: 'x', channel: 'alerts', id: 'e2:1-0', data: {} }, { type: 'x', channel: 'alerts', id: 'e2:2-0', data: {} }], truncated: true, next: 'e2:2-0' },
+    { events: [{ type: 'x', channel: 'alerts', id: 'e2:3-0', data: {} }], truncated: false, next: 'e2:3-0' },
+    // A future `after` (say, a stale bookmark): the head comes back.
+    { events: [], truncated: true, next: 'e2:1-0' },
+    { events: [{ type: 'x', channel: 'alerts', id: 'e2:2-0', data: {} }], truncated: false, next: 'e2:2-0' },
+  ]);
+  const got = [];
+  const gaps = [];
+  client.subscribe('alerts', (e) => got.push(e.id), { onGap: (c) => gaps.push(c) });
+  await flush();
+  for (let i = 0; i < 4; i++) await clock.tick(1000);
+  assert.deepEqual(fetches.map((u) => new URL(u).searchParams.get('after')), [null, 'e1:50-0', 'e2:2-0', 'e2:3-0', 'e2:1-0']);
+  assert.deepEqual(got, ['e2:1-0', 'e2:2-0', 'e2:3-0', 'e2:2-0']);
+  assert.deepEqual(gaps, ['alerts', 'alerts']);
+  client.destroy();
+});
+
+test('returns to WebSocket by itself after falling back to SSE, with fresh failure counts', async () => {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = fakeSocketFactory();
+  const sources = [];
+  class FakeEventSource {
+    constructor(url) { this.url = url; sources.push(this); }
+    close() { this.closed = true; }
+  }
+  const client = new PulseClient({ url: 'ws://h:9/ws', WebSocket: FakeWebSocket, EventSource: FakeEventSource, fetch: null, clock, window: null,
+    random: () => 0.5, backoff: { initialMs: 10, maxMs: 10 }, sseAfterAttempts: 2, wsProbe: { initialMs: 1000, maxMs: 4000 } });
+  const got = [];
+  client.subscribe('alerts', (e) => got.push(e.id));
+  await flush();
+  sockets[0].fail();
+  await clock.tick(10);
+  sockets[1].fail();
+  await clock.tick(10);
+  assert.equal(client.transport, 'sse');
+  sources[0].onopen();
+  sources[0].onmessage({ data: JSON.stringify({ type: 'welcome', heartbeat_interval_ms: 1000 }) });
+  sources[0].onmessage({ data: JSON.stringify({ type: 'x', channel: 'alerts', id: 'e1:3-0', data: {} }) });
+  assert.equal(client.state, 'live');
+  // First probe after 0.5-1 × initialMs: WebSocket still refused.
+  await clock.tick(1000);
+  assert.equal(sockets.length, 3, 'a probe socket');
+  sockets[2].fail();
+  assert.equal(client.transport, 'sse', 'a failed probe leaves SSE alone');
+  assert.equal(sources[0].closed, undefined);
+  // The next probe waits longer (doubled ceiling), then the server answers.
+  await clock.tick(1000);
+  assert.equal(sockets.length, 3, 'backs off between probes');
+  await clock.tick(1000);
+  assert.equal(sockets.length, 4);
+  sockets[3].open();
+  sockets[3].welcome();
+  await flush();
+  assert.ok(sockets[3].closedByClient, 'the probe socket is closed');
+  assert.ok(sources[0].closed, 'SSE is closed');
+  assert.equal(client.transport, 'ws');
+  assert.equal(sockets.length, 5);
+  sockets[4].open();
+  sockets[4].welcome();
+  assert.equal(client.state, 'live');
+  assert.deepEqual(sockets[4].sent, [{ type: 'subscribe', channel: 'alerts', since: 'e1:3-0' }]);
+  // Failure counts started over: one WebSocket failure reconnects over WebSocket, not SSE.
+  sockets[4].serverClose(1011);
+  await clock.tick(10);
+  assert.equal(client.transport, 'ws');
+  assert.equal(sockets.length, 6);
+  assert.equal(sources.length, 1);
+  client.destroy();
+});
+
+test('returns to WebSocket from polling too', async () => {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = fakeSocketFactory();
+  const fetch = async () => ({ ok: true, status: 200, json: async () => ({ events: [], truncated: false, next: 'e1:1-0' }) });
+  const client = new PulseClient({ url: 'ws://h:9/ws', WebSocket: FakeWebSocket, EventSource: null, fetch, clock, window: null,
+    random: () => 0.5, backoff: { initialMs: 10, maxMs: 10 }, sseAfterAttempts: 1, pollAfterAttempts: 1, pollIntervalMs: 500, wsProbe: { initialMs: 2000 } });
+  client.subscribe('alerts', () => {});
+  await flush();
+  sockets[0].fail();
+  await clock.tick(10);
+  assert.equal(client.transport, 'poll');
+  assert.equal(client.state, 'live');
+  await clock.tick(1500);
+  assert.equal(sockets.length, 2, 'probe');
+  sockets[1].open();
+  sockets[1].welcome();
+  await flush();
+  assert.equal(client.transport, 'ws');
+  sockets[2].open();
+  sockets[2].welcome();
+  assert.equal(client.state, 'live');
+  client.destroy();
 });
