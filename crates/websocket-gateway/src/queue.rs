@@ -298,8 +298,21 @@ mod tests {
         assert_eq!(sent, Some(p(6, 0)));
         assert!(queue.push_live(1, &[(p(7, 0), text("e7"))]));
         let (frames, status) = drain(&queue);
-        assert_eq!(frames, ["other", "e4", "e5", "e6", "subscribed 6-0", "e7"]);
+        assert_eq!(frames, ["other", "e4", "e5", "e6", "subscribed 1:6-0", "e7"]);
         assert_eq!(status, QueueStatus::Open);
+    }
+
+    #[test]
+    fn held_frames_of_a_new_epoch_are_released_even_with_lower_offsets() {
+        let queue = ClientQueue::new(10);
+        queue.hold(1);
+        let new_epoch = |ms| Position::new(pulse_protocol::Epoch::from_u64(2), pulse_protocol::Offset::new(ms, 0));
+        assert!(queue.push_live(1, &[(new_epoch(3), text("n3"))]));
+        // The replay got as far as offset 9 of the old history.
+        let sent = queue.release(1, p(9, 0), |last| text(&format!("subscribed {last}")));
+        assert_eq!(sent, Some(new_epoch(3)));
+        let (frames, _) = drain(&queue);
+        assert_eq!(frames, ["n3", "subscribed 2:3-0"]);
     }
 
     #[test]

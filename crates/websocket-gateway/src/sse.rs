@@ -253,7 +253,10 @@ mod tests {
         let a = Channel::parse("alerts").unwrap();
         let b = Channel::parse("agent:web-1").unwrap();
         let id = format_event_id([(&a, p(1, 0)), (&b, p(5, 2))]);
-        assert_eq!(id, "alerts@1-0,agent:web-1@5-2");
+        assert_eq!(id, "alerts@1:1-0,agent:web-1@1:5-2");
+        // Positions without epoch (from before epochs) are still read.
+        let legacy = parse_event_id("alerts@1-0").unwrap();
+        assert_eq!(legacy[&a], pulse_protocol::Offset::new(1, 0).into());
         let parsed = parse_event_id(&id).unwrap();
         assert_eq!(parsed[&a], p(1, 0));
         assert_eq!(parsed[&b], p(5, 2));
