@@ -1,7 +1,9 @@
 //! The state of the link that carries live events, for `/readyz` and
 //! metrics.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// Whether live events can reach this process now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub enum LinkState {
 /// `pulse_bus_link_up` gauge (1 up, 0 down).
 #[derive(Debug)]
 pub(crate) struct Link {
-    up: AtomicBool,
+    up: watch::Sender<bool>,
 }
 
 impl Link {
@@ -32,17 +34,23 @@ impl Link {
             "Redis requests of the bus that failed, by operation (publish, history, head, latest, check, subscribe, ping)"
         );
         metrics::gauge!("pulse_bus_link_up").set(0.0);
-        Self { up: AtomicBool::new(false) }
+        Self { up: watch::Sender::new(false) }
     }
 
     pub(crate) fn set(&self, state: LinkState) {
         let up = state == LinkState::Up;
-        self.up.store(up, Ordering::Relaxed);
+        self.up.send_replace(up);
         metrics::gauge!("pulse_bus_link_up").set(if up { 1.0 } else { 0.0 });
     }
 
     pub(crate) fn get(&self) -> LinkState {
-        if self.up.load(Ordering::Relaxed) { LinkState::Up } else { LinkState::Down }
+        if *self.up.borrow() { LinkState::Up } else { LinkState::Down }
+    }
+
+    /// Waits up to `deadline` for the link to be up; returns whether it is.
+    pub(crate) async fn wait_up(&self, deadline: Duration) -> bool {
+        let mut up = self.up.subscribe();
+        tokio::time::timeout(deadline, up.wait_for(|up| *up)).await.is_ok_and(|r| r.is_ok())
     }
 }
 

@@ -193,11 +193,17 @@ impl RedisBus {
             client,
             keys,
             router,
-            link,
+            link: link.clone(),
             ping_interval: config.ping_interval.max(Duration::from_millis(10)),
             ping_timeout: config.ping_timeout.max(Duration::from_millis(10)),
         };
         tokio::spawn(pubsub.run(requests));
+        // Ready means live events can arrive too: wait for the pub/sub link.
+        if !link.wait_up(REQUEST_TIMEOUT).await {
+            return Err(BusError::Unavailable(format!(
+                "the redis pub/sub connection did not come up within {REQUEST_TIMEOUT:?}"
+            )));
+        }
         Ok(bus)
     }
 
