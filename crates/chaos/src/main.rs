@@ -10,7 +10,10 @@ use pulse_chaos::stack::{StackOptions, find_bin_dir};
 use pulse_chaos::{Fault, RunOptions, ScenarioReport, scenario};
 
 #[derive(Parser)]
-#[command(version, about = "Pulse fault suite: real services, one fault at a time, every acknowledged event accounted for")]
+#[command(
+    version,
+    about = "Pulse fault suite: real services, one fault at a time, every acknowledged event accounted for"
+)]
 struct Cli {
     /// The short form (what scripts/test runs): less load, one round per fault.
     #[arg(long)]
@@ -61,7 +64,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Some(dir) => dir,
         None => tempfile::Builder::new().prefix("pulse-chaos.").tempdir()?.keep(),
     };
-    let stack = StackOptions { bin_dir: find_bin_dir(cli.bin_dir.as_deref())?, dir: dir.clone(), log_level: cli.log_level };
+    let stack =
+        StackOptions { bin_dir: find_bin_dir(cli.bin_dir.as_deref())?, dir: dir.clone(), log_level: cli.log_level };
     let mut options = if cli.short { RunOptions::short(stack) } else { RunOptions::full(stack) };
     if let Some(rounds) = cli.rounds {
         options.rounds = rounds;
@@ -102,7 +106,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let passed = reports.iter().filter(|r| r.passed).count();
     let failed = reports.len() - passed;
     if let Some(path) = &cli.json {
-        std::fs::write(path, serde_json::to_string_pretty(&reports)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)

@@ -103,7 +103,11 @@ pub struct PublishTarget {
 
 /// Starts publishing until `stop` turns true; the task ends once the event
 /// in flight is acknowledged or given up.
-pub fn start(http: reqwest::Client, target: PublishTarget, stop: watch::Receiver<bool>) -> (Publisher, tokio::task::JoinHandle<()>) {
+pub fn start(
+    http: reqwest::Client,
+    target: PublishTarget,
+    stop: watch::Receiver<bool>,
+) -> (Publisher, tokio::task::JoinHandle<()>) {
     let publisher = Publisher { outcome: Arc::default(), next: Arc::new(AtomicU64::new(1)) };
     let task = tokio::spawn(run(http, target, publisher.clone(), stop));
     (publisher, task)
@@ -132,16 +136,15 @@ async fn publish_one(http: &reqwest::Client, url: &str, target: &PublishTarget, 
         let sent = http.post(url).bearer_auth(&target.api_key).timeout(ATTEMPT_TIMEOUT).json(&body).send().await;
         let mut retry_after = None;
         match sent {
-            Ok(response) if response.status().is_success() => match response.json::<Published>().await {
-                Ok(published) => {
+            Ok(response) if response.status().is_success() => {
+                // A cut body leaves the outcome unknown: ask again.
+                if let Ok(published) = response.json::<Published>().await {
                     let mut outcome = publisher.outcome.lock();
                     outcome.duplicate_answers += u64::from(published.duplicate);
                     outcome.acknowledged.insert(n, published.id);
                     return;
                 }
-                // The body was cut: the outcome is unknown, ask again.
-                Err(_) => {}
-            },
+            }
             Ok(response) => {
                 let status = response.status();
                 if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {

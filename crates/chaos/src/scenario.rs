@@ -194,7 +194,7 @@ impl ScenarioReport {
                 .join(",")
         };
         format!(
-            "{:<20} {}  acked {}  delivered {}/{}  silent-losses {}  duplicates {} delivered {} published  \
+            "{:<20} {}  acked {}  delivered {}/{}  silent-losses {}  duplicate-deliveries {}  duplicate-publishes {}  \
              out-of-order {}  told {}  recovered {}  ({:.0}s)",
             self.name,
             if self.passed { "PASS" } else { "FAIL" },
@@ -278,13 +278,19 @@ async fn drive(fault: Fault, options: &RunOptions, stack: &mut Stack) -> anyhow:
             load.clients[i].wanted.send_replace(Wanted::Away);
         }
         tokio::time::sleep(options.away_lead).await;
-        inject(fault, stack, &load).await.with_context(|| format!("injecting {} (round {})", fault.name(), round + 1))?;
+        inject(fault, stack, &load)
+            .await
+            .with_context(|| format!("injecting {} (round {})", fault.name(), round + 1))?;
         for &i in &away {
             load.clients[i].wanted.send_replace(Wanted::Connected);
         }
         let recovered = recovery(stack, &load, options.recovery_deadline).await;
         if let Err(why) = &recovered {
-            report.failures.push(format!("round {}: not recovered within {:?}: {why}", round + 1, options.recovery_deadline));
+            report.failures.push(format!(
+                "round {}: not recovered within {:?}: {why}",
+                round + 1,
+                options.recovery_deadline
+            ));
         }
         report.recovery_secs.push(recovered.ok().map(|d| d.as_secs_f64()));
         if round + 1 < options.rounds {
@@ -374,7 +380,8 @@ async fn inject(fault: Fault, stack: &mut Stack, load: &Load) -> anyhow::Result<
 /// or what was still wrong at the deadline.
 async fn recovery(stack: &Stack, load: &Load, deadline: Duration) -> Result<Duration, String> {
     let started = Instant::now();
-    let marks: Vec<u64> = load.publishers.iter().map(Publisher::next_number).collect();
+    // The event in flight may have been published before the fault ended.
+    let marks: Vec<u64> = load.publishers.iter().map(|p| p.next_number() + 1).collect();
     loop {
         let not_ready = stack.not_ready().await;
         let behind = load

@@ -26,7 +26,9 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// next to this executable (cargo puts every binary of the workspace in
 /// one directory), else `$CARGO_TARGET_DIR/debug`, else `target/debug`.
 pub fn find_bin_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let has_all = |dir: &Path| ["pulse-gateway", "pulse-ingest", "pulse-heartbeat-checker", "pulse"].iter().all(|b| dir.join(b).is_file());
+    let has_all = |dir: &Path| {
+        ["pulse-gateway", "pulse-ingest", "pulse-heartbeat-checker", "pulse"].iter().all(|b| dir.join(b).is_file())
+    };
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(dir) = given {
         candidates.push(dir.to_path_buf());
@@ -260,32 +262,43 @@ impl Stack {
                 .env("PULSE__REDIS__URL", redis_url)
                 .env("RUST_LOG", options.log_level.clone())
         };
-        let mut stack =
-            Self { redis: None, proxies: Vec::new(), ingest: None, gateways: Vec::new(), checkers: Vec::new(), standalone: None };
-        let mut ingest = common(Service::new("ingest", bin("pulse-ingest"), free_port()?, dir, http.clone()), &redis.url())
-            .arg("--config")
-            .arg(config.display().to_string())
-            // Shorter than a Redis write pause (3 s), so that a pause is
-            // answered 503 and the publisher retries, as in production.
-            .env("PULSE__INGEST__BACKEND_TIMEOUT", "1s")
-            .env("PULSE__INGEST__RETRY_AFTER_SECS", "1");
+        let mut stack = Self {
+            redis: None,
+            proxies: Vec::new(),
+            ingest: None,
+            gateways: Vec::new(),
+            checkers: Vec::new(),
+            standalone: None,
+        };
+        let mut ingest =
+            common(Service::new("ingest", bin("pulse-ingest"), free_port()?, dir, http.clone()), &redis.url())
+                .arg("--config")
+                .arg(config.display().to_string())
+                // Shorter than a Redis write pause (3 s), so that a pause is
+                // answered 503 and the publisher retries, as in production.
+                .env("PULSE__INGEST__BACKEND_TIMEOUT", "1s")
+                .env("PULSE__INGEST__RETRY_AFTER_SECS", "1");
         ingest.env.push(("PULSE__HTTP__PORT".into(), ingest.port.to_string()));
         for i in 0..2 {
             let proxy = TcpProxy::start(redis_addr).await?;
-            let mut gateway =
-                common(Service::new(&format!("gateway-{i}"), bin("pulse-gateway"), free_port()?, dir, http.clone()), &proxy.redis_url())
-                    .env("PULSE__AUTH__ANONYMOUS", "true")
-                    .env("PULSE__LIMITS__CONNECTIONS_PER_IP_PER_SEC", "1000")
-                    .env("PULSE__GATEWAY__HEARTBEAT_INTERVAL", "2s")
-                    .env("PULSE__GATEWAY__CLIENT_TIMEOUT", "10s")
-                    .env("PULSE__GATEWAY__DRAIN_WINDOW", "1s");
+            let mut gateway = common(
+                Service::new(&format!("gateway-{i}"), bin("pulse-gateway"), free_port()?, dir, http.clone()),
+                &proxy.redis_url(),
+            )
+            .env("PULSE__AUTH__ANONYMOUS", "true")
+            .env("PULSE__LIMITS__CONNECTIONS_PER_IP_PER_SEC", "1000")
+            .env("PULSE__GATEWAY__HEARTBEAT_INTERVAL", "2s")
+            .env("PULSE__GATEWAY__CLIENT_TIMEOUT", "10s")
+            .env("PULSE__GATEWAY__DRAIN_WINDOW", "1s");
             gateway.env.push(("PULSE__HTTP__PORT".into(), gateway.port.to_string()));
             stack.proxies.push(proxy);
             stack.gateways.push(gateway);
         }
         for i in 0..2 {
-            let mut checker =
-                common(Service::new(&format!("checker-{i}"), bin("pulse-heartbeat-checker"), free_port()?, dir, http.clone()), &redis.url());
+            let mut checker = common(
+                Service::new(&format!("checker-{i}"), bin("pulse-heartbeat-checker"), free_port()?, dir, http.clone()),
+                &redis.url(),
+            );
             checker.env.push(("PULSE__HTTP__PORT".into(), checker.port.to_string()));
             stack.checkers.push(checker);
         }
@@ -341,7 +354,11 @@ impl Stack {
     }
 
     fn services_mut(&mut self) -> impl Iterator<Item = &mut Service> {
-        self.ingest.iter_mut().chain(self.gateways.iter_mut()).chain(self.checkers.iter_mut()).chain(self.standalone.iter_mut())
+        self.ingest
+            .iter_mut()
+            .chain(self.gateways.iter_mut())
+            .chain(self.checkers.iter_mut())
+            .chain(self.standalone.iter_mut())
     }
 
     /// Where publishes go.
