@@ -34,6 +34,10 @@ struct Cli {
     /// Also write the reports as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Publish without idempotency keys: retries may then publish twice,
+    /// and the suite must say so (a check of the suite, not of Pulse).
+    #[arg(long)]
+    without_idempotency_keys: bool,
     /// RUST_LOG of the services.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -67,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let stack =
         StackOptions { bin_dir: find_bin_dir(cli.bin_dir.as_deref())?, dir: dir.clone(), log_level: cli.log_level };
     let mut options = if cli.short { RunOptions::short(stack) } else { RunOptions::full(stack) };
+    options.idempotency_keys = !cli.without_idempotency_keys;
     if let Some(rounds) = cli.rounds {
         options.rounds = rounds;
     }

@@ -1,7 +1,7 @@
 //! A careful publisher: one per channel, posting to ingest's publish API at
 //! a steady rate, one event after another, each with its own idempotency
-//! key, retrying with the same key on 5xx, 429, timeouts and connection
-//! errors (bounded), and recording what was acknowledged.
+//! key, retrying with the same key on 5xx, 408, 409, 425, 429, timeouts and
+//! connection errors (bounded), and recording what was acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +52,7 @@ pub struct Outcome {
     pub first_rejection: Option<String>,
 }
 
-/// A running publisher of one channel.
+/// A publisher of one channel.
 #[derive(Clone)]
 pub struct Publisher {
     /// What it did so far.
@@ -61,7 +61,27 @@ pub struct Publisher {
     pub next: Arc<AtomicU64>,
 }
 
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Publisher {
+    /// A publisher that has published nothing yet.
+    pub fn new() -> Self {
+        Self { outcome: Arc::default(), next: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// Publishes the next event now (with its retries), as the steady
+    /// publisher does on each tick.
+    pub async fn publish_next(&self, http: &reqwest::Client, target: &PublishTarget) {
+        let url = format!("{}/api/v1/publish", target.base.trim_end_matches('/'));
+        let n = self.next.load(Ordering::SeqCst);
+        publish_one(http, &url, target, n, self).await;
+        self.next.store(n + 1, Ordering::SeqCst);
+    }
+
     /// The highest acknowledged number, 0 if none.
     pub fn last_acknowledged(&self) -> u64 {
         self.outcome.lock().acknowledged.keys().next_back().copied().unwrap_or(0)
@@ -79,7 +99,8 @@ struct Request<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     data: &'a Tick,
-    idempotency_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +120,10 @@ pub struct PublishTarget {
     pub run: String,
     /// Events per second.
     pub rate: f64,
+    /// Send an idempotency key (a careful publisher does; without one, a
+    /// retry after an unknown outcome may publish twice, which the suite
+    /// then reports).
+    pub idempotency_keys: bool,
 }
 
 /// Starts publishing until `stop` turns true; the task ends once the event
@@ -108,13 +133,12 @@ pub fn start(
     target: PublishTarget,
     stop: watch::Receiver<bool>,
 ) -> (Publisher, tokio::task::JoinHandle<()>) {
-    let publisher = Publisher { outcome: Arc::default(), next: Arc::new(AtomicU64::new(1)) };
+    let publisher = Publisher::new();
     let task = tokio::spawn(run(http, target, publisher.clone(), stop));
     (publisher, task)
 }
 
 async fn run(http: reqwest::Client, target: PublishTarget, publisher: Publisher, stop: watch::Receiver<bool>) {
-    let url = format!("{}/api/v1/publish", target.base.trim_end_matches('/'));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / target.rate.max(0.1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -122,16 +146,19 @@ async fn run(http: reqwest::Client, target: PublishTarget, publisher: Publisher,
         if *stop.borrow() {
             return;
         }
-        let n = publisher.next.load(Ordering::SeqCst);
-        publish_one(&http, &url, &target, n, &publisher).await;
-        publisher.next.store(n + 1, Ordering::SeqCst);
+        publisher.publish_next(&http, &target).await;
     }
 }
 
 async fn publish_one(http: &reqwest::Client, url: &str, target: &PublishTarget, n: u64, publisher: &Publisher) {
     let tick = Tick { run: target.run.clone(), n };
     let key = format!("{}.{}.{n}", target.run, target.channel);
-    let body = Request { channel: &target.channel, kind: EVENT_TYPE, data: &tick, idempotency_key: &key };
+    let body = Request {
+        channel: &target.channel,
+        kind: EVENT_TYPE,
+        data: &tick,
+        idempotency_key: target.idempotency_keys.then_some(key.as_str()),
+    };
     for attempt in 1..=MAX_ATTEMPTS {
         let sent = http.post(url).bearer_auth(&target.api_key).timeout(ATTEMPT_TIMEOUT).json(&body).send().await;
         let mut retry_after = None;
@@ -147,7 +174,7 @@ async fn publish_one(http: &reqwest::Client, url: &str, target: &PublishTarget, 
             }
             Ok(response) => {
                 let status = response.status();
-                if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                if status.is_client_error() && !retryable(status) {
                     let text = response.text().await.unwrap_or_default();
                     let mut outcome = publisher.outcome.lock();
                     outcome.rejected += 1;
@@ -170,4 +197,10 @@ async fn publish_one(http: &reqwest::Client, url: &str, target: &PublishTarget, 
         tokio::time::sleep(backoff.max(asked)).await;
     }
     publisher.outcome.lock().given_up += 1;
+}
+
+/// 4xx answers that say "not now" rather than "never": a timeout, a key
+/// whose first attempt is still in flight, too early, too many.
+fn retryable(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 425 | 429)
 }
