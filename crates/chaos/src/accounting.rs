@@ -210,26 +210,53 @@ pub fn verdict(acknowledged: &Acknowledged, seen: &[Seen]) -> Verdict {
 }
 
 /// Publishes seen under more than one id, over the acknowledgements and
-/// every client's events on a channel: `n` to its distinct ids.
+/// every witness of a channel (each client's events, the final history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Republished {
+    /// Numbers seen under two ids of one epoch (or of no known epoch): a
+    /// retry published the event again. A failure.
+    pub twice: BTreeMap<u64, BTreeSet<String>>,
+    /// Numbers seen under ids of different epochs only: the history, and
+    /// the idempotency keys with it, were lost between the first publish
+    /// and its retry (Redis restarted empty, standalone restarted), so the
+    /// retry could not be recognised. Reported, not a failure.
+    pub across_epochs: BTreeMap<u64, BTreeSet<String>>,
+}
+
+/// Finds the publishes seen under more than one id.
 pub fn duplicate_publishes<'a>(
     acknowledged: &Acknowledged,
-    logs: impl IntoIterator<Item = &'a [Seen]>,
-) -> BTreeMap<u64, BTreeSet<String>> {
+    witnesses: impl IntoIterator<Item = &'a [Seen]>,
+) -> Republished {
     let mut ids: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for (n, id) in acknowledged {
         if let Some(id) = id {
             ids.entry(*n).or_default().insert(id.clone());
         }
     }
-    for log in logs {
+    for log in witnesses {
         for item in log {
             if let Seen::Event { n, id } = item {
                 ids.entry(*n).or_default().insert(id.clone());
             }
         }
     }
-    ids.retain(|_, ids| ids.len() > 1);
-    ids
+    let mut out = Republished::default();
+    for (n, ids) in ids.into_iter().filter(|(_, ids)| ids.len() > 1) {
+        if one_epoch_twice(&ids) {
+            out.twice.insert(n, ids);
+        } else {
+            out.across_epochs.insert(n, ids);
+        }
+    }
+    out
+}
+
+/// Whether two of `ids` belong to the same epoch (unparseable and legacy
+/// ids count as one unknown epoch: the strict reading).
+fn one_epoch_twice(ids: &BTreeSet<String>) -> bool {
+    let mut epochs = HashSet::new();
+    ids.iter().any(|id| !epochs.insert(Position::parse(id).ok().and_then(|p| p.epoch)))
 }
 
 #[cfg(test)]
@@ -386,15 +413,31 @@ mod tests {
         let ack = acked(1..=3);
         let a: Vec<Seen> = vec![ev(1), ev(2), ev_id(2, "e1:7-0"), ev(3)];
         let b: Vec<Seen> = vec![ev(1), ev(2), ev(3)];
-        let dups = duplicate_publishes(&ack, [a.as_slice(), b.as_slice()]);
+        let dups = duplicate_publishes(&ack, [a.as_slice(), b.as_slice()]).twice;
         assert_eq!(dups.len(), 1);
         assert_eq!(dups[&2].len(), 2);
         // Acknowledged under one id, delivered under another.
         let mut ack = acked(1..=1);
         ack.insert(1, Some("e1:5-0".into()));
         let c = vec![ev(1)];
-        assert_eq!(duplicate_publishes(&ack, [c.as_slice()]).len(), 1);
-        assert!(duplicate_publishes(&acked(1..=3), [b.as_slice()]).is_empty());
+        assert_eq!(duplicate_publishes(&ack, [c.as_slice()]).twice.len(), 1);
+        assert_eq!(duplicate_publishes(&acked(1..=3), [b.as_slice()]), Republished::default());
+    }
+
+    #[test]
+    fn a_republish_into_a_new_epoch_is_told_apart() {
+        // Published in e1, the answer lost with Redis, retried into e2.
+        let ack: Acknowledged = [(1, Some("e2:9-0".to_string()))].into();
+        let seen = vec![ev_id(1, "e1:5-0"), ev_id(1, "e2:9-0")];
+        let found = duplicate_publishes(&ack, [seen.as_slice()]);
+        assert!(found.twice.is_empty());
+        assert_eq!(found.across_epochs.len(), 1);
+        // Twice within e2 as well: a duplicate.
+        let seen = vec![ev_id(1, "e1:5-0"), ev_id(1, "e2:9-0"), ev_id(1, "e2:10-0")];
+        assert_eq!(duplicate_publishes(&ack, [seen.as_slice()]).twice.len(), 1);
+        // Legacy ids are one unknown epoch.
+        let seen = vec![ev_id(1, "5-0"), ev_id(1, "9-0")];
+        assert_eq!(duplicate_publishes(&Acknowledged::new(), [seen.as_slice()]).twice.len(), 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::accounting::{self, Acknowledged, Seen, Verdict};
+use crate::accounting::{self, Acknowledged, Republished, Seen, Verdict};
 use crate::client::{self, Client, Wanted};
 use crate::publisher::{self, PublishTarget, Publisher};
 use crate::stack::{API_KEY, Stack, StackOptions};
@@ -168,6 +168,9 @@ pub struct ScenarioReport {
     pub duplicate_deliveries: u64,
     /// Acknowledged or delivered events seen under two ids.
     pub duplicate_publishes: u64,
+    /// Events republished by a retry after their history (and idempotency
+    /// key) was lost: under ids of different epochs. Not a failure.
+    pub republished_across_epochs: u64,
     pub out_of_order: u64,
     /// Delivered events whose publish was given up on.
     pub unacknowledged_delivered: u64,
@@ -559,12 +562,8 @@ fn account(load: &Load, histories: &[Vec<Seen>], report: &mut ScenarioReport) {
             totals.add(&v);
         }
         let witnesses = logs.iter().map(Vec::as_slice).chain([history.as_slice()]);
-        let duplicates = accounting::duplicate_publishes(acknowledged, witnesses);
-        report.duplicate_publishes += duplicates.len() as u64;
-        if !duplicates.is_empty() {
-            let shown: BTreeMap<_, _> = duplicates.iter().take(5).collect();
-            report.details.push(format!("{channel}: {} events published twice, e.g. {shown:?}", duplicates.len()));
-        }
+        let found = accounting::duplicate_publishes(acknowledged, witnesses);
+        count_republished(channel, &found, report);
     }
     report.owed = totals.acknowledged;
     report.delivered = totals.delivered;
@@ -602,11 +601,16 @@ fn account_burst(channel: &str, publisher: &Publisher, history: &[Seen], report:
             summarize(&missing)
         ));
     }
-    let duplicates = accounting::duplicate_publishes(acknowledged, [history]);
-    if !duplicates.is_empty() {
-        report.duplicate_publishes += duplicates.len() as u64;
-        let shown: BTreeMap<_, _> = duplicates.iter().take(5).collect();
-        report.details.push(format!("{channel}: {} events published twice, e.g. {shown:?}", duplicates.len()));
+    let found = accounting::duplicate_publishes(acknowledged, [history]);
+    count_republished(channel, &found, report);
+}
+
+fn count_republished(channel: &str, found: &Republished, report: &mut ScenarioReport) {
+    report.duplicate_publishes += found.twice.len() as u64;
+    report.republished_across_epochs += found.across_epochs.len() as u64;
+    if !found.twice.is_empty() {
+        let shown: BTreeMap<_, _> = found.twice.iter().take(5).collect();
+        report.details.push(format!("{channel}: {} events published twice, e.g. {shown:?}", found.twice.len()));
     }
 }
 
