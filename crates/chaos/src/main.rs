@@ -45,13 +45,30 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // On SIGINT or SIGTERM, dropping the run stops every service it started.
+    let outcome = tokio::select! {
+        outcome = run(cli) => outcome,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("pulse-chaos: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -260,12 +260,25 @@ struct Load {
     stop: watch::Sender<bool>,
 }
 
+/// Aborts the tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 async fn drive(fault: Fault, options: &RunOptions, stack: &mut Stack) -> anyhow::Result<ScenarioReport> {
     let run_id = format!("{}-{}", fault.name(), std::process::id());
     let channels: Vec<String> = (0..options.channels.max(1)).map(|i| format!("chaos.{i}")).collect();
     let urls = stack.ws_urls();
     let clients: Vec<Client> =
         (0..options.clients.max(1)).map(|i| client::start(urls.clone(), i, channels.clone(), run_id.clone())).collect();
+    // Should the run break off, nothing of its load outlives it.
+    let mut tasks = AbortOnDrop(clients.iter().map(|c| c.task.abort_handle()).collect());
     pulse_testkit::wait_until("every client has subscribed", Duration::from_secs(60), || async {
         clients.iter().all(|c| c.state.subscribed.load(std::sync::atomic::Ordering::SeqCst))
     })
@@ -286,6 +299,7 @@ async fn drive(fault: Fault, options: &RunOptions, stack: &mut Stack) -> anyhow:
             idempotency_keys: options.idempotency_keys,
         };
         let (publisher, task) = publisher::start(http.clone(), target, stop_rx.clone());
+        tasks.0.push(task.abort_handle());
         publishers.push(publisher);
         publishing.push(task);
     }
@@ -421,6 +435,7 @@ async fn inject(fault: Fault, stack: &mut Stack, load: &Load) -> anyhow::Result<
                     }
                 }));
             }
+            let _guard = AbortOnDrop(bursting.iter().map(tokio::task::JoinHandle::abort_handle).collect());
             tokio::time::sleep(Duration::from_millis(300)).await;
             let paused = Instant::now();
             let _: String = stack.redis()?.cmd(&["CLIENT", "PAUSE", "3000", "WRITE"]).await?;
