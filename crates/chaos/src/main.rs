@@ -28,7 +28,8 @@ struct Cli {
     /// Where the service binaries are (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Where the services' logs go (default: a new directory under /tmp).
+    /// Where the services' logs go, kept (default: a new directory under
+    /// /tmp, removed when every scenario passes).
     #[arg(long)]
     logs: Option<PathBuf>,
     /// Also write the reports as JSON here.
@@ -81,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .map(|name| Fault::parse(name).with_context(|| format!("unknown scenario {name:?}")))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    let keep_logs = cli.logs.is_some();
     let dir = match cli.logs {
         Some(dir) => dir,
         None => tempfile::Builder::new().prefix("pulse-chaos.").tempdir()?.keep(),
@@ -130,6 +132,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&reports)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if failed == 0 && !keep_logs {
+        // Nothing to look into: do not leave a directory behind each run.
+        let _ = std::fs::remove_dir_all(&dir);
     }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
