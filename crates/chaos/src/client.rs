@@ -257,3 +257,76 @@ fn handle(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(texts: &[&str]) -> (ClientState, HashMap<String, String>, bool) {
+        let channels = vec!["c".to_string()];
+        let state = ClientState::new(&channels);
+        let mut positions = HashMap::new();
+        let mut pending = vec!["c"];
+        let mut keep = true;
+        for text in texts {
+            keep &= handle(text, "r1", &state, &mut positions, &mut pending);
+        }
+        (state, positions, keep)
+    }
+
+    fn event(id: &str, n: u64) -> String {
+        json!({"type": EVENT_TYPE, "channel": "c", "id": id, "ts": "2026-11-30T00:00:00Z", "data": {"run": "r1", "n": n}})
+            .to_string()
+    }
+
+    fn seen(state: &ClientState) -> Vec<Seen> {
+        state.seen.lock()["c"].clone()
+    }
+
+    #[test]
+    fn records_events_and_remembers_the_last_position_of_any_epoch() {
+        let (state, positions, keep) = frames(&[
+            r#"{"type":"subscribed","channel":"c","offset":"e1:5-0","recovered":true}"#,
+            &event("e1:6-0", 1),
+            &event("e2:1-0", 2),
+        ]);
+        assert!(keep);
+        assert_eq!(positions["c"], "e2:1-0", "an event of a new epoch replaces the position");
+        assert_eq!(state.high("c"), 2);
+        assert_eq!(
+            seen(&state),
+            vec![
+                Seen::Subscribed { recovered: true },
+                Seen::Event { n: 1, id: "e1:6-0".into() },
+                Seen::Event { n: 2, id: "e2:1-0".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn recovered_false_replaces_a_stale_or_future_position_with_the_head() {
+        let (state, positions, _) = frames(&[
+            &event("9999999999999-0", 1),
+            r#"{"type":"subscribed","channel":"c","offset":"e3:17-2","recovered":false}"#,
+        ]);
+        assert_eq!(positions["c"], "e3:17-2");
+        assert_eq!(seen(&state).last(), Some(&Seen::Subscribed { recovered: false }));
+    }
+
+    #[test]
+    fn gaps_are_notices_and_other_runs_are_ignored() {
+        let other = json!({"type": EVENT_TYPE, "channel": "c", "id": "1-0", "data": {"run": "r0", "n": 1}}).to_string();
+        let (state, positions, _) = frames(&[&other, r#"{"type":"gap","channel":"c","offset":"e2:3-0"}"#]);
+        assert_eq!(seen(&state), vec![Seen::Gap]);
+        assert_eq!(positions["c"], "e2:3-0");
+    }
+
+    #[test]
+    fn a_refused_subscribe_gives_the_connection_up() {
+        let (_, _, keep) = frames(&[r#"{"type":"error","code":"unavailable","message":"try again","channel":"c"}"#]);
+        assert!(!keep);
+        let (state, _, keep) = frames(&["not json", r#"{"type":"pong"}"#]);
+        assert!(keep);
+        assert_eq!(state.unparsed.load(Ordering::SeqCst), 1);
+    }
+}
