@@ -24,7 +24,10 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new() -> Self {
-        metrics::describe_gauge!("pulse_bus_link_up", "1 while the Redis pub/sub link carrying live events is up, else 0");
+        metrics::describe_gauge!(
+            "pulse_bus_link_up",
+            "1 while the Redis pub/sub link carrying live events is up, else 0"
+        );
         metrics::describe_counter!(
             "pulse_bus_reconnects_total",
             "Times the Redis pub/sub link was re-established after it dropped or went silent"

@@ -272,7 +272,8 @@ fn parse_offset(channel: &Channel, text: &str) -> Result<Offset, BusError> {
 
 /// Parses a stream entry or live message back into an event.
 fn decode(channel: &Channel, id: Position, draft_json: &str) -> Result<Event, BusError> {
-    let draft: EventDraft = serde_json::from_str(draft_json).map_err(|e| corrupt(channel, format!("event {id}: {e}")))?;
+    let draft: EventDraft =
+        serde_json::from_str(draft_json).map_err(|e| corrupt(channel, format!("event {id}: {e}")))?;
     Ok(draft.into_event(channel.clone(), id))
 }
 
@@ -301,8 +302,7 @@ impl Backend for Inner {
         let epoch = parse_epoch(channel, &epoch)?;
         let head = parse_offset(channel, &head)?;
         let max_deleted = parse_offset(channel, &max_deleted)?;
-        let events =
-            entries.into_iter().map(|entry| decode_entry(channel, epoch, entry)).collect::<Result<_, _>>()?;
+        let events = entries.into_iter().map(|entry| decode_entry(channel, epoch, entry)).collect::<Result<_, _>>()?;
         Ok(History {
             events,
             truncated: !continuous(after, epoch, head, max_deleted),

@@ -21,6 +21,21 @@ async fn bus(server: &RedisServer) -> RedisBus {
     RedisBus::connect(RedisBusConfig { url: server.url(), ..RedisBusConfig::default() }).await.unwrap()
 }
 
+/// A bus whose connections go through a [`TcpProxy`] (to freeze them),
+/// pinging its pub/sub link often so tests need not wait long.
+async fn bus_through_proxy(server: &RedisServer) -> (TcpProxy, RedisBus) {
+    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let config = RedisBusConfig {
+        url: proxy.redis_url(),
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(500),
+        ..RedisBusConfig::default()
+    };
+    let bus = RedisBus::connect(config).await.unwrap();
+    (proxy, bus)
+}
+
 async fn next_n(sub: &mut Subscription) -> u64 {
     match within("next bus message", DEADLINE, sub.next()).await.unwrap() {
         Some(BusMessage::Event(event)) => event.data["n"].as_u64().unwrap(),
@@ -144,15 +159,7 @@ async fn lost_history_starts_a_new_epoch() {
 #[tokio::test]
 async fn a_frozen_pubsub_link_is_replaced_and_loses_nothing() {
     let server = RedisServer::start().await.unwrap();
-    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
-    let proxy = TcpProxy::start(target).await.unwrap();
-    let config = RedisBusConfig {
-        url: proxy.redis_url(),
-        ping_interval: Duration::from_millis(200),
-        ping_timeout: Duration::from_millis(500),
-        ..RedisBusConfig::default()
-    };
-    let subscriber_bus = RedisBus::connect(config).await.unwrap();
+    let (proxy, subscriber_bus) = bus_through_proxy(&server).await;
     let publisher_bus = bus(&server).await;
     let ch = channel("frozen");
     let mut sub = subscriber_bus.subscription();
@@ -187,15 +194,7 @@ async fn a_frozen_pubsub_link_is_replaced_and_loses_nothing() {
 #[tokio::test]
 async fn a_frozen_pubsub_link_is_replaced_while_new_connections_work() {
     let server = RedisServer::start().await.unwrap();
-    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
-    let proxy = TcpProxy::start(target).await.unwrap();
-    let config = RedisBusConfig {
-        url: proxy.redis_url(),
-        ping_interval: Duration::from_millis(200),
-        ping_timeout: Duration::from_millis(500),
-        ..RedisBusConfig::default()
-    };
-    let subscriber_bus = RedisBus::connect(config).await.unwrap();
+    let (proxy, subscriber_bus) = bus_through_proxy(&server).await;
     let publisher_bus = bus(&server).await;
     let ch = channel("partitioned");
     let mut sub = subscriber_bus.subscription();

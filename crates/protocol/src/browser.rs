@@ -224,7 +224,10 @@ mod tests {
         let messages = [
             ClientMessage::Auth { token: "t".into() },
             ClientMessage::Subscribe { channel: channel("alerts"), since: None },
-            ClientMessage::Subscribe { channel: channel("agent:a"), since: Some(Position::new(Epoch::from_u64(9), Offset::new(5, 1))) },
+            ClientMessage::Subscribe {
+                channel: channel("agent:a"),
+                since: Some(Position::new(Epoch::from_u64(9), Offset::new(5, 1))),
+            },
             ClientMessage::Unsubscribe { channel: channel("alerts") },
             ClientMessage::Refresh { channel: channel("agents") },
             ClientMessage::Ping { id: None },
@@ -238,7 +241,10 @@ mod tests {
     #[test]
     fn client_wire_format_is_as_documented() {
         let parsed = ClientMessage::parse(r#"{"type":"subscribe","channel":"alerts","since":"17-0"}"#).unwrap();
-        assert_eq!(parsed, ClientMessage::Subscribe { channel: channel("alerts"), since: Some(Offset::new(17, 0).into()) });
+        assert_eq!(
+            parsed,
+            ClientMessage::Subscribe { channel: channel("alerts"), since: Some(Offset::new(17, 0).into()) }
+        );
         let parsed = ClientMessage::parse(r#"{"type":"subscribe","channel":"alerts","since":"a1:17-0"}"#).unwrap();
         let since = Position::new("a1".parse().unwrap(), Offset::new(17, 0));
         assert_eq!(parsed, ClientMessage::Subscribe { channel: channel("alerts"), since: Some(since) });
@@ -271,7 +277,11 @@ mod tests {
                 client_timeout_ms: 45_000,
                 authenticated: true,
             },
-            ControlMessage::Subscribed { channel: channel("alerts"), offset: Offset::new(1, 0).into(), recovered: true },
+            ControlMessage::Subscribed {
+                channel: channel("alerts"),
+                offset: Offset::new(1, 0).into(),
+                recovered: true,
+            },
             ControlMessage::Unsubscribed { channel: channel("alerts") },
             ControlMessage::Snapshot { channel: channel("agents"), offset: Position::ZERO, data: json!([]) },
             ControlMessage::Pong { id: Some(json!("x")) },

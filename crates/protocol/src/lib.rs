@@ -10,6 +10,25 @@
 //!
 //! Every parser returns a typed error that says what is wrong with the input.
 
+/// Serialises a type as its `Display` string and deserialises it with its
+/// `FromStr`, reporting the parse error.
+macro_rules! serde_via_str {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod browser;
 mod channel;
 mod error;

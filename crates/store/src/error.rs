@@ -36,7 +36,9 @@ impl StoreError {
 impl From<BusError> for StoreError {
     fn from(err: BusError) -> Self {
         match err {
-            BusError::Unavailable(_) | BusError::OutcomeUnknown(_) | BusError::Closed => Self::Unavailable(err.to_string()),
+            BusError::Unavailable(_) | BusError::OutcomeUnknown(_) | BusError::Closed => {
+                Self::Unavailable(err.to_string())
+            }
             BusError::Redis(err) => err.into(),
             BusError::Corrupt { channel, reason } => Self::Corrupt { what: format!("event in {channel}"), reason },
         }

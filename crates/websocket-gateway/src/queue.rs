@@ -176,7 +176,12 @@ impl ClientQueue {
     /// Ends holding `tag`: queues the held frames after `last` (the replay
     /// sent those up to it), then `trailer`, and returns the offset of the
     /// last frame of `tag` the client will have been sent.
-    pub(crate) fn release(&self, tag: Tag, last: Position, trailer: impl FnOnce(Position) -> ByteString) -> Option<Position> {
+    pub(crate) fn release(
+        &self,
+        tag: Tag,
+        last: Position,
+        trailer: impl FnOnce(Position) -> ByteString,
+    ) -> Option<Position> {
         let mut state = self.state.lock();
         let held = take_held(&mut state, tag)?;
         if state.status != QueueStatus::Open {

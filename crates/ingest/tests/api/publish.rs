@@ -138,7 +138,8 @@ async fn retries_with_an_idempotency_key_during_a_write_pause_never_duplicate() 
     let mut outcomes = Vec::new();
     let mut answers = Vec::new();
     for n in 0..4 {
-        let body = json!({"channel": "paused", "type": "job.done", "data": {"n": n}, "idempotency_key": format!("job-{n}")});
+        let body =
+            json!({"channel": "paused", "type": "job.done", "data": {"n": n}, "idempotency_key": format!("job-{n}")});
         let answer = loop {
             let response = app.publish(&body).await;
             if response.status() == StatusCode::ACCEPTED {
@@ -151,7 +152,10 @@ async fn retries_with_an_idempotency_key_during_a_write_pause_never_duplicate() 
         };
         answers.push(answer);
     }
-    assert!(outcomes.iter().any(|c| c == "outcome_unknown"), "a timed-out publish says its outcome is unknown: {outcomes:?}");
+    assert!(
+        outcomes.iter().any(|c| c == "outcome_unknown"),
+        "a timed-out publish says its outcome is unknown: {outcomes:?}"
+    );
     let events = app.events("paused").await;
     for (n, answer) in answers.iter().enumerate() {
         let copies: Vec<_> = events.iter().filter(|e| e.data["n"] == n).collect();

@@ -116,11 +116,15 @@ async fn history_after_a_position_it_cannot_continue_is_truncated() {
         let app = &app;
         let token = token.clone();
         async move {
-            json_of(app.get(&format!("/api/v1/channels/deploys/history?after={after}"), Some(&token)).await, StatusCode::OK)
-                .await
+            json_of(
+                app.get(&format!("/api/v1/channels/deploys/history?after={after}"), Some(&token)).await,
+                StatusCode::OK,
+            )
+            .await
         }
     };
-    let a = json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": "a"})).await, StatusCode::ACCEPTED).await;
+    let a = json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": "a"})).await, StatusCode::ACCEPTED)
+        .await;
     let a_id = a["id"].as_str().unwrap().to_owned();
     assert!(a_id.contains(':'), "ids carry their history's epoch: {a_id}");
     let page = read(a_id.clone()).await;
@@ -137,7 +141,8 @@ async fn history_after_a_position_it_cannot_continue_is_truncated() {
 
     // The history is lost and a new one begins.
     let _: String = app.redis.as_ref().unwrap().cmd(&["FLUSHALL"]).await.unwrap();
-    let d = json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": "d"})).await, StatusCode::ACCEPTED).await;
+    let d = json_of(app.publish(&json!({"channel": "deploys", "type": "x", "data": "d"})).await, StatusCode::ACCEPTED)
+        .await;
     let page = read(a_id.clone()).await;
     assert_eq!(page["truncated"], true, "a position of the lost history cannot be continued");
     assert_eq!(page["events"].as_array().unwrap().len(), 1, "the new history is given from its start");

@@ -13,7 +13,11 @@ fn every_service_has_the_same_history_and_link_defaults() {
         ("pulse-gateway", pulse_websocket_gateway::settings::Settings::defaults().unwrap().redis),
         (
             "pulse-heartbeat-checker",
-            pulse_heartbeat_checker::Settings::loader().env_vars(no_env()).load::<pulse_heartbeat_checker::Settings>().unwrap().redis,
+            pulse_heartbeat_checker::Settings::loader()
+                .env_vars(no_env())
+                .load::<pulse_heartbeat_checker::Settings>()
+                .unwrap()
+                .redis,
         ),
     ];
     for (service, redis) in &services {

@@ -86,15 +86,14 @@ pub async fn redis_bus(redis: &RedisServer) -> anyhow::Result<Arc<dyn Bus>> {
 }
 
 pub async fn redis_bus_with(redis: &RedisServer, history_len: usize) -> anyhow::Result<Arc<dyn Bus>> {
-    let bus =
-        RedisBus::connect(RedisBusConfig {
-            url: redis.url(),
-            prefix: "pulse:".into(),
-            history_len,
-            pool_size: 4,
-            ..RedisBusConfig::default()
-        })
-            .await?;
+    let bus = RedisBus::connect(RedisBusConfig {
+        url: redis.url(),
+        prefix: "pulse:".into(),
+        history_len,
+        pool_size: 4,
+        ..RedisBusConfig::default()
+    })
+    .await?;
     Ok(Arc::new(bus))
 }
 

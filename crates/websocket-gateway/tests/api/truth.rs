@@ -199,7 +199,8 @@ async fn live_events_of_a_new_epoch_with_lower_offsets_are_delivered() -> anyhow
     assert_ne!(new[0].id.epoch, old[0].id.epoch);
     assert!(new[0].id.offset < old[1].id.offset);
     let frames = recv_until_events(&mut client, 3).await?;
-    let events: Vec<_> = frames.iter().filter_map(|f| if let ServerFrame::Event(e) = f { Some(e.id) } else { None }).collect();
+    let events: Vec<_> =
+        frames.iter().filter_map(|f| if let ServerFrame::Event(e) = f { Some(e.id) } else { None }).collect();
     assert_eq!(events, ids(&new), "none of the new epoch's events is dropped as already seen");
     Ok(())
 }
