@@ -43,3 +43,23 @@ mod tests {
         assert!(listener.accept().is_ok());
     }
 }
+
+/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its hard
+/// limit, and returns the limit now in force. Every connection holds a file
+/// descriptor, and the usual soft default (1024) caps a gateway far below
+/// `gateway.max_connections`; the hard limit is what the container runtime
+/// grants (compose `ulimits: nofile`, containerd's default on Kubernetes).
+/// On failure the limit stays as it was, with a warning: not a reason to
+/// refuse to start.
+pub fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            Some(limit)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            None
+        }
+    }
+}
