@@ -25,6 +25,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use pulse_protocol::{Channel, ControlMessage, Offset};
 
 use crate::auth::{self, Identity};
+use crate::metrics::ClosedBy;
 use crate::connection::Connection;
 use crate::gateway::Gateway;
 use crate::queue::{NO_TAG, Outbound, QueueStatus, Tag};
@@ -184,6 +185,7 @@ impl Stream {
                     if status != QueueStatus::Open {
                         if status == QueueStatus::Overflowed {
                             self.conn.gw.count_slow_close();
+                            self.conn.ended_by(ClosedBy::Server, "slow_consumer");
                         }
                         self.done = true;
                         return None;
@@ -201,6 +203,7 @@ impl Stream {
                 }
                 () = &mut self.expiry => {
                     self.done = true;
+                    self.conn.ended_by(ClosedBy::Server, "token_expired");
                     let error = ControlMessage::error(
                         pulse_protocol::ErrorCode::Unauthorized,
                         "token expired: reconnect with a fresh token",
@@ -209,6 +212,7 @@ impl Stream {
                 }
                 () = &mut self.drain_close, if self.draining => {
                     self.done = true;
+                    self.conn.ended_by(ClosedBy::Server, "drain");
                     return None;
                 }
             }
