@@ -2,8 +2,10 @@
 //! Standalone Pulse, started for real on port 0 and driven over HTTP and
 //! WebSocket. One test binary.
 
+mod binary;
 mod demo;
 mod helpers;
 mod ops;
+mod otel;
 mod redis;
 mod reports;
