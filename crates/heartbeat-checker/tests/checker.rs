@@ -304,8 +304,8 @@ async fn the_offline_log_line_has_one_message_key() -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
 
     let lines = Lines::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(pulse_runtime::log_layer(pulse_runtime::LogFormat::Json, lines.clone()));
+    let subscriber =
+        tracing_subscriber::registry().with(pulse_runtime::log_layer(pulse_runtime::LogFormat::Json, lines.clone()));
     let _default = tracing::subscriber::set_default(subscriber);
 
     let store: Arc<dyn Store> =

@@ -96,8 +96,7 @@ pub(crate) async fn observe(
     }
     metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_str().to_owned())
         .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     Ok(res)
 }
 

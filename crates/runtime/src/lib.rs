@@ -61,11 +61,11 @@ pub use metrics::{FRAME_BUCKETS, LATENCY_BUCKETS, MetricsError, install_metrics}
 /// depend on the exporter crate.
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use settings::{
-    HttpSettings, LogFormat, OtlpProtocol, RedisSettings, Secret, SettingsError, SettingsLoader, TelemetrySettings, duration,
-    load_settings, string_list,
+    HttpSettings, LogFormat, OtlpProtocol, RedisSettings, Secret, SettingsError, SettingsLoader, TelemetrySettings,
+    duration, load_settings, string_list,
 };
 pub use shutdown::{Shutdown, shutdown_signal};
 pub use telemetry::{
-    OtlpExport, TRACE_TARGET, TelemetryError, TelemetryGuard, current_traceparent, init_telemetry, init_test_logging, log_layer,
-    set_parent_from_traceparent,
+    OtlpExport, TRACE_TARGET, TelemetryError, TelemetryGuard, current_traceparent, init_telemetry, init_test_logging,
+    log_layer, set_parent_from_traceparent,
 };

@@ -29,21 +29,6 @@ pub fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
     Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn listens_on_a_free_port_and_accepts() {
-        let listener = listen(("127.0.0.1", 0)).unwrap();
-        let addr = listener.local_addr().unwrap();
-        assert_ne!(addr.port(), 0);
-        let _client = std::net::TcpStream::connect(addr).unwrap();
-        listener.set_nonblocking(false).unwrap();
-        assert!(listener.accept().is_ok());
-    }
-}
-
 /// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its hard
 /// limit, and returns the limit now in force. Every connection holds a file
 /// descriptor, and the usual soft default (1024) caps a gateway far below
@@ -61,5 +46,28 @@ pub fn raise_open_file_limit() -> Option<u64> {
             tracing::warn!(%error, "cannot raise the open-file limit");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listens_on_a_free_port_and_accepts() {
+        let listener = listen(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        assert!(listener.accept().is_ok());
+    }
+
+    #[test]
+    fn the_soft_open_file_limit_rises_to_the_hard_one() {
+        let limit = raise_open_file_limit().unwrap();
+        let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        assert_eq!(soft, limit);
+        assert_eq!(soft, hard);
     }
 }

@@ -107,7 +107,9 @@ mod tests {
     fn process_metrics_are_rendered() {
         let handle = install_metrics().unwrap();
         let text = render(&handle);
-        for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_cpu_seconds_total"] {
+        for name in
+            ["process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_cpu_seconds_total"]
+        {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} described:\n{text}");
             assert!(text.lines().any(|l| l.starts_with(name) && !l.starts_with('#')), "{name}:\n{text}");
         }

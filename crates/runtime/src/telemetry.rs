@@ -289,8 +289,7 @@ fn otlp_provider(
     export: &OtlpExport,
     service_name: String,
 ) -> Result<(SdkTracerProvider, Option<tokio::runtime::Runtime>), TelemetryError> {
-    let exporter_error =
-        |source| TelemetryError::Exporter { endpoint: export.endpoint.clone(), source };
+    let exporter_error = |source| TelemetryError::Exporter { endpoint: export.endpoint.clone(), source };
     let (exporter, runtime) = match export.protocol {
         OtlpProtocol::Grpc => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -447,7 +446,8 @@ mod tests {
         let grpc = OtlpExport::resolve(&none, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap();
         assert_eq!(grpc, Some(OtlpExport { endpoint: "http://c:4317".into(), protocol: OtlpProtocol::Grpc }));
 
-        let http = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        let http =
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
         let http = OtlpExport::resolve(&none, http).unwrap().unwrap();
         assert_eq!((http.endpoint.as_str(), http.protocol), ("http://c:4318/v1/traces", OtlpProtocol::HttpProtobuf));
 

@@ -61,10 +61,7 @@ impl Metrics {
         describe_counter!(REPLAYED_EVENTS, "Events sent from history while resuming");
         describe_counter!(REJECTED, "Connections refused at the upgrade, by reason");
         describe_counter!(CLOSES, "Connections closed by the server, by close code");
-        describe_counter!(
-            CONNECTIONS_CLOSED,
-            "Connections ended, by transport, by whom (client, server) and reason"
-        );
+        describe_counter!(CONNECTIONS_CLOSED, "Connections ended, by transport, by whom (client, server) and reason");
         describe_histogram!(LATENCY, metrics::Unit::Seconds, "Event ts to fan-out on this gateway");
         Self {
             subscriptions: gauge!(SUBSCRIPTIONS),

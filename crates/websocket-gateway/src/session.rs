@@ -21,10 +21,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::auth::{self, Identity};
-use crate::metrics::ClosedBy;
 use crate::connection::Connection;
 use crate::frames::{self, FrameError, Incoming, Reader};
 use crate::limits::TokenBucket;
+use crate::metrics::ClosedBy;
 use crate::queue::{Outbound, QueueStatus};
 use crate::snapshot;
 

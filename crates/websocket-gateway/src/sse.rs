@@ -25,9 +25,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use pulse_protocol::{Channel, ControlMessage, Offset};
 
 use crate::auth::{self, Identity};
-use crate::metrics::ClosedBy;
 use crate::connection::Connection;
 use crate::gateway::Gateway;
+use crate::metrics::ClosedBy;
 use crate::queue::{NO_TAG, Outbound, QueueStatus, Tag};
 use crate::routes::{Rejected, admit};
 

@@ -183,6 +183,5 @@ async fn reads_are_open_without_a_token_only_when_anonymous_access_is_on() {
         s.auth.secret = String::new();
     })
     .await;
-    json_of(keyless.get("/api/v1/channels/alerts/history", Some(&open.token(&["agents"]))).await, StatusCode::OK)
-        .await;
+    json_of(keyless.get("/api/v1/channels/alerts/history", Some(&open.token(&["agents"]))).await, StatusCode::OK).await;
 }

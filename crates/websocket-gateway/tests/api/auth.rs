@@ -148,7 +148,8 @@ async fn an_anonymous_gateway_ignores_tokens_that_do_not_verify() -> anyhow::Res
 
     // SSE: the same rules.
     let http = reqwest::Client::new();
-    for url in ["/sse?channels=decisions&token=garbage".to_owned(), format!("/sse?channels=decisions&token={expired}")] {
+    for url in ["/sse?channels=decisions&token=garbage".to_owned(), format!("/sse?channels=decisions&token={expired}")]
+    {
         let response = http.get(gw.http_url(&url)).send().await?;
         assert_eq!(response.status(), 200, "{url}");
     }
@@ -170,11 +171,8 @@ async fn an_anonymous_gateway_without_a_key_ignores_every_token() -> anyhow::Res
     let good_elsewhere = token("alice", &["alerts"], Duration::from_secs(300));
     let mut client = gw.connect_with(&format!("?token={good_elsewhere}"), &[]).await?;
     subscribe(&mut client, &channel("decisions"), None).await?;
-    let response = reqwest::Client::new()
-        .get(gw.http_url("/sse?channels=decisions"))
-        .bearer_auth(&good_elsewhere)
-        .send()
-        .await?;
+    let response =
+        reqwest::Client::new().get(gw.http_url("/sse?channels=decisions")).bearer_auth(&good_elsewhere).send().await?;
     assert_eq!(response.status(), 200);
     Ok(())
 }
@@ -200,8 +198,7 @@ async fn sse_answers_cors_for_allowed_origins_only() -> anyhow::Result<()> {
     assert!(preflight.status().is_success(), "{}", preflight.status());
     assert_eq!(allow_origin(&preflight).transpose()?.as_deref(), Some("http://localhost:5173"));
 
-    let stream =
-        http.get(gw.http_url("/sse?channels=alerts")).header("origin", "http://localhost:5173").send().await?;
+    let stream = http.get(gw.http_url("/sse?channels=alerts")).header("origin", "http://localhost:5173").send().await?;
     assert_eq!(stream.status(), 200);
     assert_eq!(allow_origin(&stream).transpose()?.as_deref(), Some("http://localhost:5173"));
     drop(stream);

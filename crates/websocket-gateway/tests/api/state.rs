@@ -88,11 +88,11 @@ async fn metrics_split_closes_by_side_and_show_queue_depth_and_process() -> anyh
     let gw = spawn(s, memory_bus()).await?;
     let scrape = || async { reqwest::get(gw.http_url("/metrics")).await?.text().await };
     let closes = |text: &str, by: &str, reason: &str| {
-        series(text, "pulse_gateway_connections_closed_total", &[
-            "transport=\"ws\"",
-            &format!("by=\"{by}\""),
-            &format!("reason=\"{reason}\""),
-        ])
+        series(
+            text,
+            "pulse_gateway_connections_closed_total",
+            &["transport=\"ws\"", &format!("by=\"{by}\""), &format!("reason=\"{reason}\"")],
+        )
         .unwrap_or(0.0)
     };
     let before = scrape().await?;
@@ -115,7 +115,12 @@ async fn metrics_split_closes_by_side_and_show_queue_depth_and_process() -> anyh
     let text = scrape().await?;
     assert!(text.contains("# HELP pulse_gateway_connections_closed_total "), "{text}");
     // Sampled at start, then every few seconds.
-    for name in ["pulse_gateway_queued_frames", "pulse_gateway_queue_depth_max_frames", "process_open_fds", "process_resident_memory_bytes"] {
+    for name in [
+        "pulse_gateway_queued_frames",
+        "pulse_gateway_queue_depth_max_frames",
+        "process_open_fds",
+        "process_resident_memory_bytes",
+    ] {
         assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "{name}:\n{text}");
     }
     Ok(())
