@@ -109,7 +109,7 @@ pub(crate) const EVENTS_PUBLISHED: &str = "pulse_ingest_events_published_total";
 pub(crate) const PUBLISH_DURATION: &str = "pulse_ingest_publish_duration_seconds";
 
 /// HELP text for every ingest metric (idempotent: the recorder keeps the
-/// last description).
+/// last description). Needs the recorder installed first.
 pub(crate) fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!(HTTP_REQUESTS, "API requests answered, by route, method and status");

@@ -55,7 +55,6 @@ impl IngestState {
     ) -> Result<Self, StateError> {
         let api_keys = ApiKeys::new(&settings.api_keys)?;
         let verifier = pulse_auth::Verifier::from_settings(auth)?;
-        crate::observe::describe_metrics();
         Ok(Self { inner: Arc::new(Inner { bus, store, settings, api_keys, verifier, anonymous_read: auth.anonymous }) })
     }
 

@@ -48,6 +48,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// # }
 /// ```
 pub fn configure(cfg: &mut web::ServiceConfig, state: IngestState) {
+    // Here, not when the state is built: the metrics recorder is installed
+    // by the time an app is configured, and HELP text given before it would
+    // be lost.
+    crate::observe::describe_metrics();
     let json = json_config(state.settings().max_body_bytes);
     let cors = pulse_runtime::cors(&state.settings().allowed_origins);
     cfg.service(
