@@ -66,6 +66,6 @@ pub use settings::{
 };
 pub use shutdown::{Shutdown, shutdown_signal};
 pub use telemetry::{
-    OtlpExport, TRACE_TARGET, TelemetryError, TelemetryGuard, current_traceparent, init_telemetry, init_test_logging,
-    log_layer, set_parent_from_traceparent,
+    OtlpExport, TRACE_TARGET, TelemetryError, TelemetryGuard, current_traceparent, export_filter, init_telemetry,
+    init_test_logging, log_layer, set_parent_from_traceparent,
 };

@@ -221,13 +221,9 @@ pub fn init_telemetry(service_name: &str, settings: &TelemetrySettings) -> Resul
     }
 
     let otel_layer = guard.provider.as_ref().map(|provider| {
-        // Spans at info and above, and the trace-only spans, whatever the
-        // log level; never the export path's own.
-        let traced = EXPORT_PATH_TARGETS.iter().fold(
-            Targets::new().with_default(LevelFilter::INFO).with_target(TRACE_TARGET, LevelFilter::TRACE),
-            |t, target| t.with_target(*target, LevelFilter::OFF),
-        );
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned())).with_filter(traced)
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service_name.to_owned()))
+            .with_filter(export_filter())
     });
 
     tracing_subscriber::registry()
@@ -242,6 +238,16 @@ pub fn init_telemetry(service_name: &str, settings: &TelemetrySettings) -> Resul
     }
     tracing::debug!(?format, otlp = ?export, "telemetry initialised");
     Ok(guard)
+}
+
+/// What the exporter takes: spans at info and above, and the trace-only
+/// spans ([`TRACE_TARGET`]) at any level, whatever the log level; never the
+/// export path's own. Public for subscribers built by hand (and tests).
+pub fn export_filter() -> Targets {
+    EXPORT_PATH_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::INFO).with_target(TRACE_TARGET, LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::OFF),
+    )
 }
 
 /// `RUST_LOG` when set and not empty, the setting otherwise.
