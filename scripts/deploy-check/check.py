@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Offline checks of Pulse's deployment files, run by scripts/check-deploy.
 
-  check.py static             compose schema + settings, kustomize render + schemas + settings
+  check.py static             compose schema + settings, kustomize render + schemas + settings,
+                             Grafana dashboards' metric names against the code
   check.py all BIN_DIR        both
   check.py guides BIN_DIR     the guides' `# test` blocks against ingest + gateway on a private Redis;
                               the frontend guide's against a standalone `pulse` (anonymous, demo
@@ -308,9 +309,28 @@ def check_compose(bins: dict[str, Binary]) -> None:
         inner = str(p).split(":")[-1]
         if inner not in listen:
             problems.append(f"lb publishes container port {inner}, nginx listens on {listen}")
-    if not any(str(p).split(":")[0] == "8080" for p in lb_ports):
+    if not any(str(p).split(":")[-2:-1] == ["8080"] for p in lb_ports):
         problems.append("the load balancer is not published on localhost:8080")
     check("nginx.conf: upstreams match compose services and ports; /api /ws /sse / routed", problems)
+
+    # The demo reads without a token: nothing is published beyond loopback
+    # unless the operator says so.
+    problems = []
+    for s, d in services.items():
+        for p in d.get("ports", []):
+            parts = str(p).split(":")
+            if len(parts) < 3 or parts[0] not in ("127.0.0.1", "localhost", "::1"):
+                problems.append(f"{s} publishes {p} on every interface")
+    check("published ports bind to loopback by default", problems)
+    problems = []
+    for s, d in services.items():
+        if not binary_of(d.get("command"), bins, f"compose service {s}") and s != "lb":
+            continue
+        nofile = d.get("ulimits", {}).get("nofile", {})
+        soft = nofile.get("soft", 0) if isinstance(nofile, dict) else nofile
+        if int(soft) < 65536:
+            problems.append(f"{s}: nofile {nofile or 'default'}")
+    check("Pulse services and the load balancer raise the open-file limit (nofile >= 65536)", problems)
 
 
 # --------------------------------------------------------------------------
@@ -580,9 +600,61 @@ def check_kubernetes_in(bins: dict[str, Binary], out: Path) -> None:
             images = {c["image"] for d in docs if d["kind"] == "Deployment"
                       for c in d["spec"]["template"]["spec"]["containers"]}
             ns = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+            overlay = yaml.safe_load((ROOT / directory / "kustomization.yaml").read_text())
+            wanted = {f"{i['newName']}:{i['newTag']}" for i in overlay.get("images", []) if i.get("name") == "pulse"}
             check(f"{label}: image and namespace applied",
-                  ([] if images == {"ghcr.io/pulse-rt/pulse:0.1.0"} else [f"images {images}"])
+                  ([] if wanted and images == wanted else [f"images {images}, overlay asks for {wanted}"])
                   + ([] if ns == {"pulse"} else [f"namespaces {ns}"]))
+
+
+# What a histogram or summary adds to its name in the exposition format.
+SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def registered_metrics() -> set[str]:
+    """Metric names the code registers: every `"pulse_…"` / `"process_…"`
+    string literal in crates/ (the `process_*` ones are named in
+    pulse-runtime's test of the process collector)."""
+    names = set()
+    for path in (ROOT / "crates").rglob("*.rs"):
+        names |= set(re.findall(r'"((?:pulse|process)_[a-z0-9_]+)"', path.read_text()))
+    return names
+
+
+def check_grafana() -> None:
+    print("Grafana dashboards")
+    known = registered_metrics()
+    dashboards = sorted((ROOT / "deploy/grafana").glob("*.json"))
+    check("deploy/grafana has a dashboard", [] if dashboards else ["no *.json"])
+    for path in dashboards:
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            fail(f"{path.name}: valid JSON", str(e))
+            continue
+        exprs = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                if isinstance(node.get("expr"), str):
+                    exprs.append(node["expr"])
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(doc)
+        used = set()
+        for expr in exprs:
+            for name in re.findall(r"\b((?:pulse|process)_[a-z0-9_]+)\b", expr):
+                for suffix in SERIES_SUFFIXES:
+                    if name.endswith(suffix) and name[: -len(suffix)] in known:
+                        name = name[: -len(suffix)]
+                used.add(name)
+        unknown = sorted(used - known)
+        check(f"{path.name}: {len(exprs)} queries over {len(used)} metrics, each registered by the code",
+              [f"{n} is not registered anywhere in crates/" for n in unknown])
 
 
 def check_dockerfile(bins: dict[str, Binary]) -> None:
@@ -836,7 +908,7 @@ def main() -> int:
     steps = []
     if cmd in ("static", "all"):
         steps += [("Dockerfile", lambda: check_dockerfile(bins)), ("docker-compose.yml", lambda: check_compose(bins)),
-                  ("Kubernetes manifests", lambda: check_kubernetes(bins))]
+                  ("Kubernetes manifests", lambda: check_kubernetes(bins)), ("Grafana", check_grafana)]
     if cmd in ("guides", "all"):
         steps.append(("guides", lambda: check_guides(Path(sys.argv[2]))))
     for what, step in steps:

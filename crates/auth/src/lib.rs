@@ -14,7 +14,8 @@
 //! - [`AuthSettings`] is the `[auth]` settings block every service embeds;
 //!   [`Verifier::from_settings`] builds the verifier it describes.
 //! - [`Claims::sign_hs256`] / [`Claims::sign_rs256`] issue tokens, for tests,
-//!   development tools and the standalone demo.
+//!   development tools and the standalone demo; [`Claims::sign_for`] signs
+//!   with the key of an `[auth]` block (`pulse token`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -59,6 +60,10 @@ impl Claims {
     }
 
     /// A token for these claims signed with an HS256 `secret`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Signing`] when the claims cannot be encoded.
     pub fn sign_hs256(&self, secret: &[u8]) -> Result<String, KeyError> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), self, &EncodingKey::from_secret(secret))
             .map_err(|e| KeyError::Signing(e.to_string()))
@@ -66,9 +71,32 @@ impl Claims {
 
     /// A token for these claims signed with an RS256 private key (PEM,
     /// PKCS#1 or PKCS#8).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] when the key does not parse,
+    /// [`KeyError::Signing`] when the claims cannot be encoded.
     pub fn sign_rs256(&self, private_key_pem: &[u8]) -> Result<String, KeyError> {
         let key = EncodingKey::from_rsa_pem(private_key_pem).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), self, &key).map_err(|e| KeyError::Signing(e.to_string()))
+    }
+
+    /// A token for these claims that services configured with `settings`
+    /// accept: signed with `auth.secret` (HS256). For development tools
+    /// such as `pulse token`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::MissingSecret`] when `auth.secret` is empty,
+    /// [`KeyError::NoSigningKey`] when the settings verify RS256 tokens
+    /// (only their issuer holds the private key), [`KeyError::Signing`]
+    /// when the claims cannot be encoded.
+    pub fn sign_for(&self, settings: &AuthSettings) -> Result<String, KeyError> {
+        match settings.algorithm {
+            AuthAlgorithm::Hs256 if settings.secret.is_empty() => Err(KeyError::MissingSecret),
+            AuthAlgorithm::Hs256 => self.sign_hs256(settings.secret.as_bytes()),
+            AuthAlgorithm::Rs256 => Err(KeyError::NoSigningKey),
+        }
     }
 }
 
@@ -101,6 +129,8 @@ pub enum KeyError {
     InvalidKey(String),
     #[error("cannot sign token: {0}")]
     Signing(String),
+    #[error("auth.algorithm = \"rs256\": tokens are signed by their issuer's private key, which Pulse does not hold")]
+    NoSigningKey,
 }
 
 /// Which signature browser tokens carry.
@@ -328,6 +358,18 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(Verifier::from_settings(&rs), Err(KeyError::Unreadable { .. })));
+    }
+
+    #[test]
+    fn sign_for_uses_the_settings_secret() {
+        let claims = Claims::new("dev", patterns(&["alerts"]), Duration::from_secs(60));
+        let settings = AuthSettings { secret: "s3cret".into(), ..Default::default() };
+        let token = claims.sign_for(&settings).unwrap();
+        let verifier = Verifier::from_settings(&settings).unwrap().unwrap();
+        assert_eq!(verifier.verify(&token).unwrap(), claims);
+        assert_eq!(claims.sign_for(&AuthSettings::default()), Err(KeyError::MissingSecret));
+        let rs = AuthSettings { algorithm: AuthAlgorithm::Rs256, ..Default::default() };
+        assert_eq!(claims.sign_for(&rs), Err(KeyError::NoSigningKey));
     }
 
     #[test]

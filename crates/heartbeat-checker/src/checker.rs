@@ -96,7 +96,9 @@ impl Checker {
             let made = self.store.mark_silent_offline(deadline, batch).await?;
             metrics::counter!("pulse_agent_transitions_total", "to" => "offline").increment(made.len() as u64);
             for change in &made {
-                tracing::info!(agent_id = %change.agent_id, message = %change.message, "agent offline");
+                // `reason`, not `message`: JSON lines already carry the event's
+                // text under `message`.
+                tracing::info!(agent_id = %change.agent_id, reason = %change.message, "agent offline");
             }
             // Counted per batch: a scan cut short still made these.
             self.status.send_modify(|s| s.transitions += made.len() as u64);

@@ -276,3 +276,53 @@ async fn stops_promptly_on_shutdown() -> anyhow::Result<()> {
     pulse_testkit::within("the checker stops between scans", DEADLINE, task).await??;
     Ok(())
 }
+
+/// A writer the test reads back: the log lines the service would print.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'w self) -> Lines {
+        self.clone()
+    }
+}
+
+/// Log pipelines keep one of two equal keys: the "agent offline" JSON line
+/// has exactly one `message`, and the store's text under another key.
+#[tokio::test]
+async fn the_offline_log_line_has_one_message_key() -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let lines = Lines::default();
+    let subscriber =
+        tracing_subscriber::registry().with(pulse_runtime::log_layer(pulse_runtime::LogFormat::Json, lines.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let store: Arc<dyn Store> =
+        Arc::new(MemoryStore::new(MemoryBus::new(MemoryBusConfig::default()), StoreSettings::default()));
+    let long_ago = timestamp::now() - TimeDelta::minutes(10);
+    store.apply_heartbeat(&id("quiet-1"), long_ago, None).await?;
+    let changes = Checker::new(store, quick()).scan().await?;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+
+    let text = String::from_utf8(lines.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone())?;
+    let line = text.lines().find(|l| l.contains("agent offline")).context("an agent offline line")?;
+    // serde_json keeps the last of repeated keys, so count them in the text.
+    assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+    let json: serde_json::Value = serde_json::from_str(line)?;
+    assert_eq!(json["fields"]["message"], "agent offline", "{line}");
+    assert_eq!(json["fields"]["agent_id"], "quiet-1", "{line}");
+    assert_eq!(json["fields"]["reason"], changes[0].message.as_str(), "{line}");
+    Ok(())
+}

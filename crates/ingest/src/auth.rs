@@ -7,7 +7,9 @@
 //!   a channel outside its patterns, is 403.
 //! - **Reads** take the browser JWT the gateway accepts (verified by
 //!   [`pulse_auth`]), and grant the channels of its `channels` claim. With
-//!   `auth.anonymous = true` a request without a token may read everything.
+//!   `auth.anonymous = true` a request without a token may read everything,
+//!   and a token that does not verify is ignored (the request reads
+//!   anonymously; logged at debug).
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -247,7 +249,7 @@ impl FromRequest for Reader {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = state(req);
-        ready(match bearer(req, "token") {
+        let reader = match bearer(req, "token") {
             Err(err) => Err(err),
             Ok(None) if state.anonymous_read() => Ok(Reader::Anonymous),
             Ok(None) => Err(AuthError::Missing("token")),
@@ -258,6 +260,16 @@ impl FromRequest for Reader {
                     pulse_auth::AuthError::Invalid(why) => AuthError::InvalidToken(why),
                 }),
             },
+        };
+        // With anonymous reads on, a token that verifies grants its claims
+        // and one that does not is ignored: the request proceeds as if it
+        // had none (the gateway does the same).
+        ready(match reader {
+            Err(err) if state.anonymous_read() => {
+                tracing::debug!(error = %err, "token ignored: it does not verify and anonymous reads are on");
+                Ok(Reader::Anonymous)
+            }
+            other => other,
         })
     }
 }

@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref())?;
     let _telemetry = pulse_runtime::init_telemetry("pulse-ingest", &settings.telemetry)?;
+    pulse_runtime::raise_open_file_limit();
     let app = Application::build(settings).await.context("cannot start pulse-ingest")?;
     tracing::info!(port = app.port(), "pulse-ingest listening");
     app.run_until_stopped().await?;

@@ -94,17 +94,43 @@ pub(crate) async fn observe(
     if let Some(seconds) = retry_after {
         crate::error::add_retry_after(res.response_mut(), seconds);
     }
-    metrics::counter!("pulse_ingest_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.as_str().to_owned())
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_str().to_owned())
         .increment(1);
-    metrics::histogram!("pulse_ingest_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     Ok(res)
+}
+
+/// Metric names, shared by the recording sites and their descriptions.
+pub(crate) const HTTP_REQUESTS: &str = "pulse_ingest_http_requests_total";
+pub(crate) const HTTP_DURATION: &str = "pulse_ingest_http_request_duration_seconds";
+pub(crate) const REPORTS: &str = "pulse_ingest_reports_total";
+pub(crate) const ALERTS_RAISED: &str = "pulse_ingest_alerts_raised_total";
+pub(crate) const EVENTS_PUBLISHED: &str = "pulse_ingest_events_published_total";
+pub(crate) const PUBLISH_DURATION: &str = "pulse_ingest_publish_duration_seconds";
+
+/// HELP text for every ingest metric (idempotent: the recorder keeps the
+/// last description). Needs the recorder installed first.
+pub(crate) fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(HTTP_REQUESTS, "API requests answered, by route, method and status");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "Time to answer an API request, by route");
+    describe_counter!(REPORTS, "Probe reports received, by outcome (accepted, duplicate)");
+    describe_counter!(ALERTS_RAISED, "Alerts raised by probe reports");
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events published to the bus, by the request that caused them (report, heartbeat, decision, publish)"
+    );
+    describe_histogram!(
+        PUBLISH_DURATION,
+        Unit::Seconds,
+        "Time the store and bus took to apply and publish a request's events, by source"
+    );
 }
 
 /// Counts the events one request published and how long publishing took.
 pub(crate) fn record_published(source: &'static str, events: usize, took: Duration) {
-    metrics::counter!("pulse_ingest_events_published_total", "source" => source).increment(events as u64);
-    metrics::histogram!("pulse_ingest_publish_duration_seconds", "source" => source).record(took.as_secs_f64());
+    metrics::counter!(EVENTS_PUBLISHED, "source" => source).increment(events as u64);
+    metrics::histogram!(PUBLISH_DURATION, "source" => source).record(took.as_secs_f64());
 }
 
 #[cfg(test)]

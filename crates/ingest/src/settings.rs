@@ -113,6 +113,12 @@ pub struct IngestSettings {
     /// Keys of agents and publishers. None configured: every write is 401.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+    /// Origins of pages on other origins that may call the API (CORS), such
+    /// as `http://localhost:5173`; `*` any. Empty: same origin only. The
+    /// gateway's `gateway.allowed_origins` is the same list for `/ws` and
+    /// `/sse`.
+    #[serde(default, deserialize_with = "pulse_runtime::string_list::deserialize")]
+    pub allowed_origins: Vec<String>,
 }
 
 /// One API key (`[[ingest.api_keys]]`).

@@ -11,7 +11,8 @@
 //!   [`run_until`](Standalone::run_until) serves one actix-web app:
 //!   `/healthz`, `/readyz`, `/metrics` (once, from `pulse-runtime`), the
 //!   `/api/v1` API (`pulse-ingest`), `/ws` and `/sse`
-//!   (`pulse-websocket-gateway`) and the dashboard at `/`. Beside it run
+//!   (`pulse-websocket-gateway`) and the dashboard at `/` ([`dashboard`]:
+//!   embedded in the binary, or from `gateway.static_dir`). Beside it run
 //!   the heartbeat checker (`pulse-heartbeat-checker`) on the same store and,
 //!   with `[demo]` on, a [`pulse_probe::Fleet`] of simulated agents posting
 //!   to this process's own HTTP address.
@@ -19,6 +20,7 @@
 //! `bus = "redis"` (or `--redis URL`) puts the same process on Redis, where
 //! it can share state with other Pulse services.
 
+pub mod dashboard;
 pub mod settings;
 pub mod startup;
 

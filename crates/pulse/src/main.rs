@@ -1,15 +1,51 @@
-//! `pulse`: standalone Pulse. `cargo run --release` at the repository root.
+//! `pulse`: standalone Pulse. `cargo run --release` at the repository root;
+//! `pulse token …` mints a development token.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pulse::{Settings, Standalone};
+use pulse_protocol::ChannelPattern;
 
 /// Pulse in one process: HTTP API, WebSocket/SSE gateway, heartbeat checker
 /// and the dashboard on one port, with a demo fleet of simulated agents.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints a development token (HS256 JWT) for the given channels,
+    /// signed with the configured `auth.secret` (settings file or
+    /// PULSE__AUTH__SECRET), that this Pulse accepts.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Settings file to read `[auth]` from; also `PULSE_CONFIG`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// A channel the token may read; a pattern such as `agent:*` or `*`
+    /// works. Repeat for several.
+    #[arg(long = "channel", value_name = "PATTERN", required = true)]
+    channels: Vec<ChannelPattern>,
+    /// The token's subject, shown in presence and logs.
+    #[arg(long, default_value = "developer")]
+    sub: String,
+    /// Lifetime, such as `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Settings file (TOML, or JSON/YAML by extension); also `PULSE_CONFIG`.
     #[arg(long, short)]
@@ -32,14 +68,35 @@ struct Args {
     /// Agents in the demo fleet (`demo.agents`, default 30).
     #[arg(long)]
     agents: Option<usize>,
-    /// Dashboard directory served at `/` (`gateway.static_dir`).
+    /// Serve the dashboard from this directory instead of the copy built
+    /// into the binary (`gateway.static_dir`).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => token(args),
+        None => run(cli.run).await,
+    }
+}
+
+/// `pulse token`: prints the token alone on stdout, so that
+/// `TOKEN=$(pulse token --channel alerts)` works.
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let claims = pulse_auth::Claims::new(args.sub, args.channels, args.ttl);
+    let token = claims.sign_for(&settings.auth).context(
+        "cannot mint a token: set auth.secret in the settings file (--config) or PULSE__AUTH__SECRET, \
+         the same secret the running Pulse uses",
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(port) = args.port {
         settings.http.port = port;
@@ -60,13 +117,14 @@ async fn main() -> anyhow::Result<()> {
         settings.gateway.static_dir = Some(dir);
     }
     let _telemetry = pulse_runtime::init_telemetry("pulse", &settings.telemetry)?;
+    pulse_runtime::raise_open_file_limit();
     let app = Standalone::build(settings).await.context("cannot start pulse")?;
     let s = app.settings();
     tracing::info!(port = app.port(), bus = ?s.bus, demo = s.demo.enabled, "pulse listening");
     println!();
     println!("  Pulse is running: open {}", app.dashboard_url());
-    if app.static_dir().is_none() {
-        println!("  (no dashboard directory found: set gateway.static_dir or --static-dir)");
+    if let Some(dir) = app.static_dir() {
+        println!("  (dashboard files from {})", dir.display());
     }
     if s.demo.enabled {
         println!(

@@ -88,6 +88,10 @@ impl Settings {
     /// The ingest service's view of these settings.
     pub fn ingest_settings(&self) -> pulse_ingest::Settings {
         let mut ingest = self.ingest.clone();
+        // One origin list for `/ws`, `/sse` and `/api` on the shared port.
+        if ingest.allowed_origins.is_empty() {
+            ingest.allowed_origins.clone_from(&self.gateway.allowed_origins);
+        }
         if self.demo.enabled && !self.demo.api_key.is_empty() {
             ingest.api_keys.push(pulse_ingest::settings::ApiKeySettings {
                 name: "demo-fleet".to_owned(),

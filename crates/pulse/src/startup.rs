@@ -67,6 +67,9 @@ impl Standalone {
 
         let gateway_settings = settings.gateway_settings();
         let static_dir = gateway_settings.gateway.static_dir.clone();
+        if let (Some(wanted), None) = (&settings.gateway.static_dir, &static_dir) {
+            tracing::warn!(dir = %wanted.display(), "gateway.static_dir not found: serving the built-in dashboard");
+        }
         let max_connections = gateway_settings.gateway.max_connections;
         let drain = Shutdown::new();
         let snapshots = Arc::new(StoreSnapshots(store.clone()));
@@ -82,7 +85,7 @@ impl Standalone {
                     .configure(|cfg| pulse_ingest::configure(cfg, state.clone()))
                     .configure(pulse_websocket_gateway::configure(app_gateway.clone()))
                     // Last: it answers every path.
-                    .configure(pulse_websocket_gateway::configure_static(static_dir.as_deref()))
+                    .configure(crate::dashboard::configure(static_dir.clone()))
             };
             pulse_websocket_gateway::serve(listener, gateway.clone(), app, max_connections.saturating_add(1024))?
         };
@@ -130,7 +133,8 @@ impl Standalone {
         format!("{}/", base_url(&self.settings.http.host, self.port))
     }
 
-    /// The dashboard directory served at `/`, if one was found.
+    /// The dashboard directory served at `/` instead of the embedded
+    /// dashboard, if one is configured and found.
     pub fn static_dir(&self) -> Option<&std::path::Path> {
         self.static_dir.as_deref()
     }

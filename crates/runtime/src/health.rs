@@ -209,7 +209,7 @@ async fn metrics_text(handle: web::Data<PrometheusHandle>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE))
         .insert_header((CACHE_CONTROL, "no-store"))
-        .body(handle.render())
+        .body(crate::metrics::render(&handle))
 }
 
 /// Mounts `GET /healthz`, `GET /readyz` and `GET /metrics` on an actix-web

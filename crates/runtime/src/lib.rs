@@ -17,9 +17,13 @@
 //!   flag) and [`configure_ops`], which mounts `GET /healthz`, `GET /readyz`
 //!   and `GET /metrics` on an actix-web app.
 //! - [`metrics`](mod@metrics): [`install_metrics`] installs the process-wide
-//!   Prometheus recorder for the `metrics` crate, once.
+//!   Prometheus recorder for the `metrics` crate, once; `/metrics` adds the
+//!   `process_*` metrics (CPU, memory, file descriptors, threads).
+//! - [`cors`](mod@cors): [`cors()`] answers CORS for `/api` and `/sse` from
+//!   the `allowed_origins` list.
 //! - [`listener`]: [`listen`] binds with an accept queue deep enough for
-//!   bursts of connections.
+//!   bursts of connections; [`raise_open_file_limit`] lifts the soft
+//!   open-file limit to the hard one, one descriptor per connection.
 //! - [`shutdown`]: [`shutdown_signal`] (SIGINT or SIGTERM) and the cloneable
 //!   [`Shutdown`] token every loop `select!`s on.
 //!
@@ -41,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cors;
 pub mod health;
 pub mod listener;
 pub mod metrics;
@@ -48,17 +53,19 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use cors::cors;
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
-pub use listener::listen;
-pub use metrics::{LATENCY_BUCKETS, MetricsError, install_metrics};
+pub use listener::{listen, raise_open_file_limit};
+pub use metrics::{FRAME_BUCKETS, LATENCY_BUCKETS, MetricsError, install_metrics};
 /// The handle [`install_metrics`] returns, re-exported so services need not
 /// depend on the exporter crate.
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use settings::{
-    HttpSettings, LogFormat, RedisSettings, Secret, SettingsError, SettingsLoader, TelemetrySettings, duration,
-    load_settings, string_list,
+    HttpSettings, LogFormat, OtlpProtocol, RedisSettings, Secret, SettingsError, SettingsLoader, TelemetrySettings,
+    duration, load_settings, string_list,
 };
 pub use shutdown::{Shutdown, shutdown_signal};
 pub use telemetry::{
-    TelemetryError, TelemetryGuard, current_traceparent, init_telemetry, init_test_logging, set_parent_from_traceparent,
+    OtlpExport, TRACE_TARGET, TelemetryError, TelemetryGuard, current_traceparent, export_filter, init_telemetry,
+    init_test_logging, log_layer, set_parent_from_traceparent,
 };

@@ -29,6 +29,26 @@ pub fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
     Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
 }
 
+/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its hard
+/// limit, and returns the limit now in force. Every connection holds a file
+/// descriptor, and the usual soft default (1024) caps a gateway far below
+/// `gateway.max_connections`; the hard limit is what the container runtime
+/// grants (compose `ulimits: nofile`, containerd's default on Kubernetes).
+/// On failure the limit stays as it was, with a warning: not a reason to
+/// refuse to start.
+pub fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            Some(limit)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +61,13 @@ mod tests {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         listener.set_nonblocking(false).unwrap();
         assert!(listener.accept().is_ok());
+    }
+
+    #[test]
+    fn the_soft_open_file_limit_rises_to_the_hard_one() {
+        let limit = raise_open_file_limit().unwrap();
+        let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        assert_eq!(soft, limit);
+        assert_eq!(soft, hard);
     }
 }

@@ -19,6 +19,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Histogram buckets for metrics whose name ends in `_frames` (queue
+/// depths): powers of two up to the largest queue anyone configures.
+pub const FRAME_BUCKETS: &[f64] =
+    &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0];
+
 /// How often histogram data is drained. `install_recorder` does not spawn
 /// the exporter's own upkeep task, so a thread here does it.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -47,8 +52,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, MetricsError> {
 fn install() -> Result<PrometheusHandle, MetricsError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_frames".to_owned()), FRAME_BUCKETS))
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| MetricsError::Install(e.to_string()))?;
+    process_collector().describe();
 
     let upkeep = handle.clone();
     // A plain thread rather than a Tokio task: this may run before any
@@ -67,6 +74,19 @@ fn install() -> Result<PrometheusHandle, MetricsError> {
     Ok(handle)
 }
 
+/// The `process_*` metrics (CPU seconds, resident memory, open file
+/// descriptors and their limit, threads, start time) of this process.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Renders every metric for a scrape, the `process_*` ones read just now.
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +101,26 @@ mod tests {
             let text = handle.render();
             assert!(text.contains("pulse_runtime_test_idempotent_total 3"), "{text}");
         }
+    }
+
+    #[test]
+    fn process_metrics_are_rendered() {
+        let handle = install_metrics().unwrap();
+        let text = render(&handle);
+        for name in
+            ["process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_cpu_seconds_total"]
+        {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} described:\n{text}");
+            assert!(text.lines().any(|l| l.starts_with(name) && !l.starts_with('#')), "{name}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn frames_histograms_use_frame_buckets() {
+        let handle = install_metrics().unwrap();
+        metrics::histogram!("pulse_runtime_test_depth_frames").record(3.0);
+        let text = handle.render();
+        assert!(text.contains("pulse_runtime_test_depth_frames_bucket{le=\"4\"} 1"), "{text}");
     }
 
     #[test]

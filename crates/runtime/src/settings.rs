@@ -546,16 +546,67 @@ pub struct TelemetrySettings {
     /// `RUST_LOG`, when set, wins: it is what a developer reaches for first.
     #[serde(alias = "log_filter")]
     pub log_level: String,
-    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`.
-    /// Traces are exported only when this is set (and not empty).
+    /// OTLP collector endpoint (base URL), e.g. `http://otel-collector:4317`
+    /// for gRPC or `http://otel-collector:4318` for HTTP (`/v1/traces` is
+    /// appended). When unset, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; traces are exported only when one of
+    /// them is set (and not empty).
     pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; when unset, `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// else `grpc`.
+    pub otlp_protocol: Option<OtlpProtocol>,
     /// `service.name` reported to the collector; defaults to the binary's name.
     pub service_name: Option<String>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_format: LogFormat::Auto, log_level: "info".to_owned(), otlp_endpoint: None, service_name: None }
+        Self {
+            log_format: LogFormat::Auto,
+            log_level: "info".to_owned(),
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            service_name: None,
+        }
+    }
+}
+
+/// How spans travel to the collector (the values of
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` Pulse supports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC, usually port 4317.
+    #[default]
+    Grpc,
+    /// OTLP protobuf over HTTP, usually port 4318, path `/v1/traces`.
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The name used in settings and `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            other => Err(format!("unsupported OTLP protocol {other:?}: expected \"grpc\" or \"http/protobuf\"")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 

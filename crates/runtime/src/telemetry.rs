@@ -1,11 +1,16 @@
 //! Logs and traces.
 //!
 //! [`init_telemetry`] installs the global `tracing` subscriber once per
-//! process: an `EnvFilter` (`RUST_LOG` wins over `telemetry.log_level`),
-//! human-readable or JSON lines on stderr, and, when
-//! `telemetry.otlp_endpoint` is set, an OpenTelemetry layer that exports
-//! spans over OTLP/gRPC through a batch processor. The global text-map
-//! propagator is W3C TraceContext, so `traceparent` headers continue traces.
+//! process: human-readable or JSON lines on stderr, filtered by an
+//! `EnvFilter` (`RUST_LOG` wins over `telemetry.log_level`), and, when an
+//! OTLP endpoint is configured (`telemetry.otlp_endpoint`, else
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`), an
+//! OpenTelemetry layer that exports spans over OTLP (gRPC or HTTP/protobuf,
+//! see [`OtlpExport`]) through a batch processor. The two layers filter
+//! separately: the exporter takes every span at `info` and above plus the
+//! spans of [`TRACE_TARGET`], whatever the log level, so quieter logs never
+//! cut a trace short. The global text-map propagator is W3C TraceContext, so
+//! `traceparent` headers continue traces.
 //!
 //! One trace runs from a probe's POST to the gateway's send: the publisher
 //! stores [`current_traceparent`] in the event's `trace` field, and whoever
@@ -30,10 +35,21 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::settings::{LogFormat, TelemetrySettings};
+use crate::settings::{LogFormat, OtlpProtocol, TelemetrySettings};
 
 /// The W3C header (and carrier key) holding the trace context.
 const TRACEPARENT: &str = "traceparent";
+
+/// The target of spans meant for traces only, such as one per event fanned
+/// out: give them level `debug` and this target
+/// (`tracing::debug_span!(target: TRACE_TARGET, …)`). The exporter takes
+/// them at any log level; logs show them only when asked for. With no
+/// exporter and logs at `info`, `tracing::enabled!(target: TRACE_TARGET,
+/// Level::DEBUG)` is false, so a hot path can skip them at no cost.
+pub const TRACE_TARGET: &str = "pulse::trace";
+
+/// The path of the traces signal under an OTLP/HTTP base URL.
+const HTTP_TRACES_PATH: &str = "/v1/traces";
 
 /// How long dropping the guard may wait for the last spans to be exported.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,6 +72,9 @@ pub enum TelemetryError {
         /// The parser's message.
         reason: String,
     },
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` names a protocol Pulse does not speak.
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL: {0}")]
+    Protocol(String),
     /// The OTLP exporter could not be built (e.g. a malformed endpoint).
     #[error("cannot create the OTLP span exporter for {endpoint:?}: {source}")]
     Exporter {
@@ -115,43 +134,101 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs logging, and tracing export when `settings.otlp_endpoint` is set,
-/// for the whole process. `service_name` is the `service.name` reported to
-/// the collector unless `settings.service_name` or `OTEL_SERVICE_NAME` says
-/// otherwise.
+/// Where and how spans are exported: what the settings and the standard
+/// `OTEL_*` environment variables ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpExport {
+    /// The full URL spans are sent to (for HTTP, with `/v1/traces`).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+}
+
+impl OtlpExport {
+    /// The export `settings` ask for, completed from the environment read
+    /// through `env`: `None` when no endpoint is configured. Settings win;
+    /// then `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is), then
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, like the setting: HTTP
+    /// adds `/v1/traces`). The protocol is `telemetry.otlp_protocol`, else
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// else gRPC.
+    ///
+    /// # Errors
+    ///
+    /// [`TelemetryError::Protocol`] when the environment names a protocol
+    /// other than `grpc` or `http/protobuf`.
+    pub fn resolve(
+        settings: &TelemetrySettings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, TelemetryError> {
+        let env = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let protocol = match settings.otlp_protocol {
+            Some(protocol) => protocol,
+            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+                Some(name) => name.parse().map_err(TelemetryError::Protocol)?,
+                None => OtlpProtocol::default(),
+            },
+        };
+        let configured = settings.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
+        let endpoint = match (configured, env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+            (Some(base), _) => with_signal_path(base, protocol),
+            (None, Some(full)) => full,
+            (None, None) => match env("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(base) => with_signal_path(&base, protocol),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Self { endpoint, protocol }))
+    }
+}
+
+/// A base URL completed with the traces path for HTTP (unless it has it).
+fn with_signal_path(base: &str, protocol: OtlpProtocol) -> String {
+    match protocol {
+        OtlpProtocol::Grpc => base.to_owned(),
+        OtlpProtocol::HttpProtobuf if base.trim_end_matches('/').ends_with(HTTP_TRACES_PATH) => base.to_owned(),
+        OtlpProtocol::HttpProtobuf => format!("{}{HTTP_TRACES_PATH}", base.trim_end_matches('/')),
+    }
+}
+
+/// Installs logging, and tracing export when an OTLP endpoint is configured
+/// (see [`OtlpExport::resolve`]), for the whole process. `service_name` is
+/// the `service.name` reported to the collector unless
+/// `settings.service_name` or `OTEL_SERVICE_NAME` says otherwise.
 ///
 /// Fails, rather than panicking, when a subscriber is already installed: a
 /// test calling it twice gets [`TelemetryError::AlreadyInitialized`] and may
 /// ignore it.
+///
+/// # Errors
+///
+/// A log filter that does not parse, an unsupported OTLP protocol, an
+/// exporter that cannot be built, or a subscriber already installed.
 pub fn init_telemetry(service_name: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
     let filter = env_filter(&settings.log_level)?;
     let format = resolve_format(settings.log_format, std::io::stderr().is_terminal());
 
     let mut guard = TelemetryGuard { provider: None, runtime: None };
-    let endpoint = settings.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
-    if let Some(endpoint) = endpoint {
+    let export = OtlpExport::resolve(settings, |name| std::env::var(name).ok())?;
+    if let Some(export) = &export {
         let name = settings
             .service_name
             .clone()
             .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.is_empty()))
             .unwrap_or_else(|| service_name.to_owned());
-        let (provider, runtime) = otlp_provider(endpoint, name)?;
-        guard.runtime = Some(runtime);
+        let (provider, runtime) = otlp_provider(export, name)?;
+        guard.runtime = runtime;
         guard.provider = Some(provider);
     }
 
     let otel_layer = guard.provider.as_ref().map(|provider| {
-        let export_path =
-            EXPORT_PATH_TARGETS.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |t, target| {
-                t.with_target(*target, LevelFilter::OFF)
-            });
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned())).with_filter(export_path)
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service_name.to_owned()))
+            .with_filter(export_filter())
     });
 
     tracing_subscriber::registry()
-        .with(filter)
         .with(otel_layer)
-        .with(fmt_layer(format, std::io::stderr))
+        .with(log_layer(format, std::io::stderr).with_filter(filter))
         .try_init()
         .map_err(TelemetryError::AlreadyInitialized)?;
 
@@ -159,8 +236,18 @@ pub fn init_telemetry(service_name: &str, settings: &TelemetrySettings) -> Resul
     if let Some(provider) = &guard.provider {
         opentelemetry::global::set_tracer_provider(provider.clone());
     }
-    tracing::debug!(?format, otlp = ?endpoint, "telemetry initialised");
+    tracing::debug!(?format, otlp = ?export, "telemetry initialised");
     Ok(guard)
+}
+
+/// What the exporter takes: spans at info and above, and the trace-only
+/// spans ([`TRACE_TARGET`]) at any level, whatever the log level; never the
+/// export path's own. Public for subscribers built by hand (and tests).
+pub fn export_filter() -> Targets {
+    EXPORT_PATH_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::INFO).with_target(TRACE_TARGET, LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::OFF),
+    )
 }
 
 /// `RUST_LOG` when set and not empty, the setting otherwise.
@@ -185,8 +272,10 @@ fn resolve_format(format: LogFormat, is_terminal: bool) -> LogFormat {
     }
 }
 
-/// The output layer for a resolved format, writing to `writer`.
-fn fmt_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+/// The log output layer the services install for `format` (`Auto` counts
+/// as `Pretty`), writing to `writer`: public so that tests can check the
+/// exact lines a service writes.
+pub fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -203,22 +292,39 @@ where
 }
 
 fn otlp_provider(
-    endpoint: &str,
+    export: &OtlpExport,
     service_name: String,
-) -> Result<(SdkTracerProvider, tokio::runtime::Runtime), TelemetryError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("pulse-otlp")
-        .enable_all()
-        .build()
-        .map_err(TelemetryError::Runtime)?;
-    // The tonic channel spawns its connection task on the runtime current
-    // while it is built.
-    let exporter = {
-        let _entered = runtime.enter();
-        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()
-    }
-    .map_err(|source| TelemetryError::Exporter { endpoint: endpoint.to_owned(), source })?;
+) -> Result<(SdkTracerProvider, Option<tokio::runtime::Runtime>), TelemetryError> {
+    let exporter_error = |source| TelemetryError::Exporter { endpoint: export.endpoint.clone(), source };
+    let (exporter, runtime) = match export.protocol {
+        OtlpProtocol::Grpc => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("pulse-otlp")
+                .enable_all()
+                .build()
+                .map_err(TelemetryError::Runtime)?;
+            // The tonic channel spawns its connection task on the runtime
+            // current while it is built.
+            let exporter = {
+                let _entered = runtime.enter();
+                opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(&export.endpoint).build()
+            }
+            .map_err(exporter_error)?;
+            (exporter, Some(runtime))
+        }
+        // A blocking HTTP client, called from the batch processor's own
+        // thread: no runtime needed.
+        OtlpProtocol::HttpProtobuf => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(&export.endpoint)
+                .build()
+                .map_err(exporter_error)?;
+            (exporter, None)
+        }
+    };
 
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
@@ -333,6 +439,45 @@ mod tests {
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn otlp_export_follows_settings_then_the_standard_variables() {
+        let none = TelemetrySettings::default();
+        assert_eq!(OtlpExport::resolve(&none, env(&[])).unwrap(), None);
+        assert_eq!(OtlpExport::resolve(&none, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])).unwrap(), None);
+
+        let grpc = OtlpExport::resolve(&none, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap();
+        assert_eq!(grpc, Some(OtlpExport { endpoint: "http://c:4317".into(), protocol: OtlpProtocol::Grpc }));
+
+        let http =
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        let http = OtlpExport::resolve(&none, http).unwrap().unwrap();
+        assert_eq!((http.endpoint.as_str(), http.protocol), ("http://c:4318/v1/traces", OtlpProtocol::HttpProtobuf));
+
+        // The signal's own endpoint is used as is.
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ];
+        assert_eq!(OtlpExport::resolve(&none, env(&vars)).unwrap().unwrap().endpoint, "http://t:1/custom");
+
+        // Settings win over the environment.
+        let set = TelemetrySettings {
+            otlp_endpoint: Some("http://s:4318/v1/traces".into()),
+            otlp_protocol: Some(OtlpProtocol::HttpProtobuf),
+            ..TelemetrySettings::default()
+        };
+        let export = OtlpExport::resolve(&set, env(&vars)).unwrap().unwrap();
+        assert_eq!(export.endpoint, "http://s:4318/v1/traces");
+
+        let bad = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+        assert!(matches!(OtlpExport::resolve(&none, bad), Err(TelemetryError::Protocol(_))));
+    }
+
     #[test]
     fn auto_format_follows_the_terminal() {
         assert_eq!(resolve_format(LogFormat::Auto, true), LogFormat::Pretty);
@@ -344,7 +489,7 @@ mod tests {
     #[test]
     fn json_format_writes_json_lines() {
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::registry().with(fmt_layer(LogFormat::Json, buffer.clone()));
+        let subscriber = tracing_subscriber::registry().with(log_layer(LogFormat::Json, buffer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", channel = "alerts");
             let _entered = span.enter();
@@ -361,7 +506,7 @@ mod tests {
     #[test]
     fn pretty_format_is_not_json() {
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::registry().with(fmt_layer(LogFormat::Pretty, buffer.clone()));
+        let subscriber = tracing_subscriber::registry().with(log_layer(LogFormat::Pretty, buffer.clone()));
         tracing::subscriber::with_default(subscriber, || tracing::info!("hello human"));
         let text = buffer.text();
         assert!(text.contains("hello human"), "{text}");

@@ -52,6 +52,7 @@ async fn init_exports_spans_over_otlp_and_refuses_a_second_init() {
         log_format: LogFormat::Json,
         log_level: "info".to_owned(),
         otlp_endpoint: Some(endpoint),
+        otlp_protocol: None,
         service_name: Some("pulse-runtime-test".to_owned()),
     };
     let guard = pulse_runtime::init_telemetry("pulse-runtime-test", &settings).unwrap();

@@ -47,12 +47,28 @@ impl Identity {
 
 /// The identity a request carries: its token (header, then `token` query
 /// parameter) verified, else anonymous or unauthenticated per settings.
+///
+/// With anonymous access on, a token that verifies grants its claims, and
+/// one that does not (bad, expired, or no key configured) is ignored: the
+/// request proceeds anonymously, as it would have without it.
 pub(crate) fn identify(req: &RequestHead, verifier: Option<&Verifier>, anonymous: bool) -> Result<Identity, AuthError> {
     match request_token(req) {
-        Some(token) => verify(verifier, &token).map(Identity::from_claims),
+        Some(token) => match verify(verifier, &token) {
+            Ok(claims) => Ok(Identity::from_claims(claims)),
+            Err(err) if anonymous => {
+                ignored_token(&err);
+                Ok(Identity::Anonymous)
+            }
+            Err(err) => Err(err),
+        },
         None if anonymous => Ok(Identity::Anonymous),
         None => Ok(Identity::Unauthenticated),
     }
+}
+
+/// Logs a token that anonymous access lets the client do without.
+pub(crate) fn ignored_token(err: &AuthError) {
+    tracing::debug!(error = %err, "token ignored: it does not verify and anonymous access is on");
 }
 
 /// Verifies `token`; without a configured key nothing verifies.

@@ -76,10 +76,11 @@ fn deliver(hub: &Hub, batch: &mut Vec<Arc<Event>>) {
         return;
     }
     // Continue each publisher's trace, paying for it only when spans are
-    // recorded (then event by event, each in its own span).
-    if tracing::enabled!(tracing::Level::DEBUG) {
+    // recorded: exported (the exporter takes TRACE_TARGET at any log level)
+    // or logged at debug. Then event by event, each in its own span.
+    if tracing::enabled!(target: pulse_runtime::TRACE_TARGET, tracing::Level::DEBUG) {
         for event in batch.iter() {
-            let span = tracing::debug_span!("fan_out", channel = %event.channel, id = %event.id);
+            let span = tracing::debug_span!(target: pulse_runtime::TRACE_TARGET, "fan_out", channel = %event.channel, id = %event.id);
             if let Some(trace) = &event.trace {
                 pulse_runtime::set_parent_from_traceparent(&span, trace);
             }

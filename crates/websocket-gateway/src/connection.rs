@@ -21,6 +21,7 @@ use pulse_protocol::{Channel, ControlMessage, ErrorCode, Position};
 use tokio::task::AbortHandle;
 
 use crate::auth::Identity;
+use crate::depth::Registered;
 use crate::gateway::Gateway;
 use crate::hub::{SubKey, Subscriber};
 use crate::limits::ConnectionPermit;
@@ -46,6 +47,10 @@ pub(crate) struct Connection {
     slots: Vec<Slot>,
     next_tag: Tag,
     transport: &'static str,
+    /// Who ended the connection and why, for the closes metric; unset, the
+    /// client went away (socket closed, SSE stream dropped).
+    ended: Option<(metrics::ClosedBy, &'static str)>,
+    _depth: Registered,
     _permit: ConnectionPermit,
 }
 
@@ -53,6 +58,7 @@ impl Connection {
     pub(crate) fn new(gw: Gateway, transport: &'static str, permit: ConnectionPermit, identity: Identity) -> Self {
         metrics::connection_opened(transport);
         let queue = Arc::new(ClientQueue::new(gw.inner.settings.gateway.queue_capacity));
+        let depth = gw.inner.depths.register(&queue);
         Self {
             id: gw.next_connection_id(),
             gw,
@@ -61,8 +67,15 @@ impl Connection {
             slots: Vec::new(),
             next_tag: 0,
             transport,
+            ended: None,
+            _depth: depth,
             _permit: permit,
         }
+    }
+
+    /// Records who ends the connection and why (the first call counts).
+    pub(crate) fn ended_by(&mut self, by: metrics::ClosedBy, reason: &'static str) {
+        self.ended.get_or_insert((by, reason));
     }
 
     /// Queues a control message.
@@ -176,7 +189,8 @@ impl Drop for Connection {
             self.release(slot);
         }
         self.queue.close();
-        metrics::connection_closed(self.transport);
+        let (by, reason) = self.ended.unwrap_or((metrics::ClosedBy::Client, "disconnect"));
+        metrics::connection_closed(self.transport, by, reason);
     }
 }
 

@@ -9,6 +9,7 @@ use pulse_auth::{KeyError, Verifier};
 use pulse_bus::Bus;
 use pulse_runtime::{Health, Shutdown};
 
+use crate::depth::QueueDepths;
 use crate::hub::Hub;
 use crate::limits::{ConnectionCount, ConnectionPermit, IpLimiter};
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) connections: Arc<ConnectionCount>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) metrics: Metrics,
+    /// Every open connection's queue, sampled for the depth metrics.
+    pub(crate) depths: Arc<QueueDepths>,
     pub(crate) health: Health,
     /// Triggered to drain: clients are closed with 1012 over the window.
     pub(crate) drain: Shutdown,
@@ -110,6 +113,7 @@ impl Gateway {
             connections: Arc::default(),
             presence: presence.clone(),
             metrics,
+            depths: QueueDepths::new(),
             health,
             drain: drain.clone(),
             halt: halt.clone(),
@@ -118,6 +122,7 @@ impl Gateway {
             slow_closes: AtomicU64::new(0),
         });
         tokio::spawn(crate::bridge::run(hub, bus.subscription(), commands, halt.clone()));
+        tokio::spawn(inner.depths.clone().run(halt.clone()));
         tokio::spawn(presence.run(bus, halt));
         let health = inner.health.clone();
         tokio::spawn(async move {

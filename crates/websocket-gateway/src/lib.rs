@@ -31,6 +31,7 @@ mod auth;
 pub mod bench_support;
 mod bridge;
 mod connection;
+pub mod depth;
 mod frames;
 mod gateway;
 mod hub;

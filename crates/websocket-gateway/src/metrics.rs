@@ -30,6 +30,8 @@ pub const REPLAYED_EVENTS: &str = "pulse_gateway_replayed_events_total";
 pub const REJECTED: &str = "pulse_gateway_rejected_connections_total";
 /// Connections closed by the server, by `code`.
 pub const CLOSES: &str = "pulse_gateway_closes_total";
+/// Connections ended, by `transport`, `by` (`client`, `server`) and `reason`.
+pub const CONNECTIONS_CLOSED: &str = "pulse_gateway_connections_closed_total";
 /// Seconds from the event's `ts` (set by the publisher) to its fan-out here.
 pub const LATENCY: &str = "pulse_gateway_publish_to_send_seconds";
 
@@ -59,6 +61,7 @@ impl Metrics {
         describe_counter!(REPLAYED_EVENTS, "Events sent from history while resuming");
         describe_counter!(REJECTED, "Connections refused at the upgrade, by reason");
         describe_counter!(CLOSES, "Connections closed by the server, by close code");
+        describe_counter!(CONNECTIONS_CLOSED, "Connections ended, by transport, by whom (client, server) and reason");
         describe_histogram!(LATENCY, metrics::Unit::Seconds, "Event ts to fan-out on this gateway");
         Self {
             subscriptions: gauge!(SUBSCRIPTIONS),
@@ -77,8 +80,41 @@ pub(crate) fn connection_opened(transport: &'static str) {
     gauge!(CONNECTIONS, "transport" => transport).increment(1.0);
 }
 
-pub(crate) fn connection_closed(transport: &'static str) {
+/// Which side ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClosedBy {
+    /// A close frame from the client, or the client going away.
+    Client,
+    /// The gateway closed it (slow, heartbeat, token, drain, limits…).
+    Server,
+}
+
+pub(crate) fn connection_closed(transport: &'static str, by: ClosedBy, reason: &'static str) {
     gauge!(CONNECTIONS, "transport" => transport).decrement(1.0);
+    let by = match by {
+        ClosedBy::Client => "client",
+        ClosedBy::Server => "server",
+    };
+    counter!(CONNECTIONS_CLOSED, "transport" => transport, "by" => by, "reason" => reason).increment(1);
+}
+
+/// The `reason` label of a server close with WebSocket close `code`.
+pub(crate) fn close_reason(code: u16) -> &'static str {
+    use pulse_protocol::browser::close;
+    match code {
+        close::SLOW_CONSUMER => "slow_consumer",
+        close::HEARTBEAT_TIMEOUT => "heartbeat_timeout",
+        close::TOKEN_EXPIRED => "token_expired",
+        close::UNAUTHORIZED => "unauthorized",
+        close::SERVICE_RESTART => "drain",
+        close::POLICY_VIOLATION => "policy_violation",
+        close::MESSAGE_TOO_BIG => "message_too_big",
+        close::TRY_AGAIN_LATER => "try_again_later",
+        close::INTERNAL_ERROR => "internal_error",
+        1002 => "protocol_error",
+        1007 => "invalid_payload",
+        _ => "other",
+    }
 }
 
 pub(crate) fn rejected(reason: &'static str) {

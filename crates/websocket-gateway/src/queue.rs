@@ -224,6 +224,12 @@ impl ClientQueue {
         self.state.lock().status
     }
 
+    /// Frames waiting: queued, and held for subscriptions being resumed.
+    pub(crate) fn len(&self) -> usize {
+        let state = self.state.lock();
+        state.frames.len() + state.held.iter().map(|(_, held)| held.len()).sum::<usize>()
+    }
+
     /// Stops accepting frames and drops those queued.
     pub(crate) fn close(&self) {
         {

@@ -144,9 +144,11 @@ async fn not_an_upgrade() -> Result<HttpResponse, Rejected> {
 /// the WebSocket upgrades.
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg| {
+        // CORS for `/sse` from the same list as the `Origin` check.
+        let cors = pulse_runtime::cors(&gateway.settings().gateway.allowed_origins);
         cfg.app_data(web::Data::new(gateway))
             .route("/ws", web::get().to(not_an_upgrade))
-            .route("/sse", web::get().to(crate::sse::sse));
+            .service(web::resource("/sse").wrap(cors).route(web::get().to(crate::sse::sse)));
     }
 }
 

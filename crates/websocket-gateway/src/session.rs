@@ -24,6 +24,7 @@ use crate::auth::{self, Identity};
 use crate::connection::Connection;
 use crate::frames::{self, FrameError, Incoming, Reader};
 use crate::limits::TokenBucket;
+use crate::metrics::ClosedBy;
 use crate::queue::{Outbound, QueueStatus};
 use crate::snapshot;
 
@@ -282,8 +283,12 @@ pub(crate) async fn run(mut conn: Connection, tcp: TcpStream, early: bytes::Byte
                         }
                         Incoming::Pong => {}
                         // Echo the client's code (RFC 6455 §5.5.1).
-                        Incoming::Close(None) => break 'session Some(CloseReason::from(CloseCode::Normal)),
+                        Incoming::Close(None) => {
+                            conn.ended_by(ClosedBy::Client, "close");
+                            break 'session Some(CloseReason::from(CloseCode::Normal));
+                        }
                         Incoming::Close(Some(theirs)) => {
+                            conn.ended_by(ClosedBy::Client, "close");
                             break 'session Some(if frames::valid_close_code(u16::from(theirs.code)) {
                                 CloseReason::from(theirs.code)
                             } else {
@@ -328,7 +333,10 @@ pub(crate) async fn run(mut conn: Connection, tcp: TcpStream, early: bytes::Byte
     };
 
     if let Some(reason) = &close_reason {
-        crate::metrics::closed_with(u16::from(reason.code));
+        let code = u16::from(reason.code);
+        crate::metrics::closed_with(code);
+        // A client's close frame was recorded as such; any other is ours.
+        conn.ended_by(ClosedBy::Server, crate::metrics::close_reason(code));
     }
     let close_wait = gateway.client_timeout;
     if close_reason.is_some() {
@@ -543,6 +551,12 @@ fn authenticate(conn: &mut Connection, token: &str) -> Handled {
                 });
             }
             Handled::IdentityChanged
+        }
+        // Anonymous access is on and the connection uses it: a token that
+        // does not verify changes nothing (as on connect).
+        Err(err) if matches!(conn.identity, Identity::Anonymous) => {
+            auth::ignored_token(&err);
+            Handled::Continue
         }
         Err(pulse_auth::AuthError::Expired) if first => {
             Handled::Close(reason(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"))

@@ -58,7 +58,8 @@ pub struct GatewaySettings {
     pub drain_window: Duration,
     /// Directory served at `/`, if it exists.
     pub static_dir: Option<PathBuf>,
-    /// Origins allowed at the upgrade: empty means same origin only, `*` any.
+    /// Origins allowed at the upgrade and on `/sse` (which answers CORS for
+    /// them): empty means same origin only, `*` any.
     #[serde(deserialize_with = "string_list::deserialize")]
     pub allowed_origins: Vec<String>,
     /// Events per history read while resuming.

@@ -27,6 +27,7 @@ use pulse_protocol::{Channel, ControlMessage, Position};
 use crate::auth::{self, Identity};
 use crate::connection::Connection;
 use crate::gateway::Gateway;
+use crate::metrics::ClosedBy;
 use crate::queue::{NO_TAG, Outbound, QueueStatus, Tag};
 use crate::routes::{Rejected, admit};
 
@@ -185,6 +186,7 @@ impl Stream {
                     if status != QueueStatus::Open {
                         if status == QueueStatus::Overflowed {
                             self.conn.gw.count_slow_close();
+                            self.conn.ended_by(ClosedBy::Server, "slow_consumer");
                         }
                         self.done = true;
                         return None;
@@ -202,6 +204,7 @@ impl Stream {
                 }
                 () = &mut self.expiry => {
                     self.done = true;
+                    self.conn.ended_by(ClosedBy::Server, "token_expired");
                     let error = ControlMessage::error(
                         pulse_protocol::ErrorCode::Unauthorized,
                         "token expired: reconnect with a fresh token",
@@ -210,6 +213,7 @@ impl Stream {
                 }
                 () = &mut self.drain_close, if self.draining => {
                     self.done = true;
+                    self.conn.ended_by(ClosedBy::Server, "drain");
                     return None;
                 }
             }

@@ -48,12 +48,19 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// # }
 /// ```
 pub fn configure(cfg: &mut web::ServiceConfig, state: IngestState) {
+    // Here, not when the state is built: the metrics recorder is installed
+    // by the time an app is configured, and HELP text given before it would
+    // be lost.
+    crate::observe::describe_metrics();
     let json = json_config(state.settings().max_body_bytes);
+    let cors = pulse_runtime::cors(&state.settings().allowed_origins);
     cfg.service(
         web::scope(API_PREFIX)
             .app_data(web::Data::new(state))
             .app_data(json)
             .wrap(from_fn(observe))
+            // Outermost: a preflight is answered before anything else runs.
+            .wrap(cors)
             .service(resource("/reports", web::post().to(reports::post_report)))
             .service(resource("/heartbeats", web::post().to(heartbeats::post_heartbeat)))
             .service(resource("/decisions", web::post().to(decisions::post_decision)))

@@ -68,14 +68,14 @@ pub(crate) async fn post_report(
     .await?;
     record_published("report", outcome.events.len(), started.elapsed());
     let outcome_label = if outcome.duplicate { "duplicate" } else { "accepted" };
-    metrics::counter!("pulse_ingest_reports_total", "outcome" => outcome_label).increment(1);
+    metrics::counter!(crate::observe::REPORTS, "outcome" => outcome_label).increment(1);
     // Each alert is published on `alerts` and on `agent:{id}`: count it once.
     let alerts = outcome
         .events
         .iter()
         .filter(|e| e.event_type.as_str() == EventType::ALERT_TRIGGERED && e.channel.as_str() == Channel::ALERTS)
         .count();
-    metrics::counter!("pulse_ingest_alerts_raised_total").increment(alerts as u64);
+    metrics::counter!(crate::observe::ALERTS_RAISED).increment(alerts as u64);
     tracing::info!(
         report_id = %report.report_id,
         agent_id = %report.agent_id,

@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod contention;
+mod cors;
 mod decisions;
 mod heartbeats;
 mod helpers;

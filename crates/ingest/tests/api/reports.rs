@@ -158,4 +158,16 @@ async fn reports_and_requests_are_counted_in_metrics() {
     ] {
         assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
     }
+    // Every ingest metric has HELP text, and the process ones are there.
+    let ingest: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("pulse_ingest_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|name| ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n)))
+        .collect();
+    assert_eq!(ingest.len(), 6, "{ingest:?}");
+    for name in ingest {
+        assert!(metrics.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{metrics}");
+    }
+    assert!(metrics.lines().any(|l| l.starts_with("process_resident_memory_bytes ")), "{metrics}");
 }

@@ -2,9 +2,11 @@
 //! Standalone Pulse, started for real on port 0 and driven over HTTP and
 //! WebSocket. One test binary.
 
+mod binary;
 mod demo;
 mod helpers;
 mod history_settings;
 mod ops;
+mod otel;
 mod redis;
 mod reports;

@@ -12,8 +12,42 @@ async fn ops_endpoints_answer_once_on_the_shared_port() {
     assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
     let metrics = pulse.get("/metrics").await.unwrap();
     assert_eq!(metrics.status(), 200);
-    // Without a dashboard directory, `/` is not served.
-    assert_eq!(pulse.get("/").await.unwrap().status(), 404);
+    pulse.stop().await.unwrap();
+}
+
+/// Without `static_dir`, the dashboard built into the binary is served,
+/// with the content types a browser needs.
+#[tokio::test]
+async fn the_built_in_dashboard_is_served_without_a_static_dir() {
+    let pulse = spawn(settings()).await.unwrap();
+    for (path, content_type, marker) in [
+        ("/", "text/html", "<html"),
+        ("/index.html", "text/html", "app.js"),
+        ("/app.js", "javascript", "pulse-client.js"),
+        ("/pulse-client.js", "javascript", "WebSocket"),
+        ("/style.css", "text/css", "{"),
+    ] {
+        let response = pulse.get(path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let got = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(got.contains(content_type), "{path}: {got}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(marker), "{path}: {marker:?} not in the body");
+        let on_disk = std::fs::read_to_string(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/dashboard/").to_owned()
+                + if path == "/" { "index.html" } else { &path[1..] },
+        )
+        .unwrap();
+        assert_eq!(body, on_disk, "{path} is the file of web/dashboard");
+    }
+    // Revalidation: the ETag answers 304.
+    let first = pulse.get("/app.js").await.unwrap();
+    let etag = first.headers()["etag"].clone();
+    let again = pulse.http.get(pulse.url("/app.js")).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(pulse.get("/no-such-file.js").await.unwrap().status(), 404);
+    // The catch-all route does not hide the API.
+    assert_eq!(pulse.get("/api/v1/agents").await.unwrap().status(), 200);
     pulse.stop().await.unwrap();
 }
 
@@ -46,4 +80,33 @@ async fn shutdown_drains_browsers_with_1012_and_stops() {
     let url = format!("ws://127.0.0.1:{}/ws", pulse.port);
     let refused = WsClient::connect(&url);
     assert!(tokio::time::timeout(Duration::from_secs(5), refused).await.map(|r| r.is_err()).unwrap_or(true));
+}
+
+/// Standalone answers CORS on `/api` and `/sse` from the one
+/// `gateway.allowed_origins` list.
+#[tokio::test]
+async fn cors_on_api_and_sse_follows_the_gateways_allowed_origins() {
+    const DEV: &str = "http://localhost:5173";
+    let mut s = settings();
+    s.gateway.allowed_origins = vec![DEV.into()];
+    let pulse = spawn(s).await.unwrap();
+    for path in ["/api/v1/agents", "/sse?channels=alerts"] {
+        let preflight = pulse
+            .http
+            .request(reqwest::Method::OPTIONS, pulse.url(path))
+            .header("origin", DEV)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        assert!(preflight.status().is_success(), "{path}: {}", preflight.status());
+        assert_eq!(preflight.headers()["access-control-allow-origin"], DEV, "{path}");
+        let response = pulse.http.get(pulse.url(path)).header("origin", DEV).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["access-control-allow-origin"], DEV, "{path}");
+        let other = pulse.http.get(pulse.url(path)).header("origin", "http://evil.example").send().await.unwrap();
+        assert!(other.headers().get("access-control-allow-origin").is_none(), "{path}");
+    }
+    pulse.stop().await.unwrap();
 }

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     let _telemetry = pulse_runtime::init_telemetry("pulse-gateway", &settings.telemetry)?;
     let metrics = pulse_runtime::install_metrics()?;
+    pulse_runtime::raise_open_file_limit();
     let redis = &settings.redis;
     let bus = RedisBus::connect(redis.bus_config()).await.context("connecting to Redis")?;
     // Only reads from the store (`refresh` of agents and alerts).

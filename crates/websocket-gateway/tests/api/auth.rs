@@ -113,3 +113,105 @@ async fn origins_outside_the_allow_list_get_403() -> anyhow::Result<()> {
     gw.connect_with("", &[("Origin", "https://dash.example")]).await?;
     Ok(())
 }
+
+/// With anonymous access on, a token that verifies grants its claims and
+/// one that does not is ignored: WebSocket (query, header, `auth` message)
+/// and SSE alike.
+#[tokio::test]
+async fn an_anonymous_gateway_ignores_tokens_that_do_not_verify() -> anyhow::Result<()> {
+    let gw = spawn(settings(), memory_bus()).await?;
+    let wrong_key = pulse_auth::Claims::new("mallory", vec![], Duration::from_secs(300)).sign_hs256(b"other")?;
+    let mut claims = pulse_auth::Claims::new("bob", vec![], Duration::ZERO);
+    claims.exp -= 3600;
+    let expired = claims.sign_hs256(SECRET.as_bytes())?;
+
+    for query in ["?token=garbage".to_owned(), format!("?token={expired}"), format!("?token={wrong_key}")] {
+        let mut client = gw.connect_with(&query, &[]).await?;
+        subscribe(&mut client, &channel("decisions"), None).await?;
+    }
+    let bearer = format!("Bearer {wrong_key}");
+    let mut client = gw.connect_with("", &[("Authorization", &bearer)]).await?;
+    subscribe(&mut client, &channel("decisions"), None).await?;
+    // An `auth` message with a bad token neither closes nor errors.
+    client.send(&ClientMessage::Auth { token: "nope".into() }).await?;
+    let before = ping_barrier(&mut client, 7).await?;
+    assert!(before.is_empty(), "nothing but the pong: {before:?}");
+    subscribe(&mut client, &channel("alerts"), None).await?;
+
+    // A token that verifies grants its channels, and only those.
+    let good = token("alice", &["alerts"], Duration::from_secs(300));
+    let mut client = gw.connect_with(&format!("?token={good}"), &[]).await?;
+    subscribe(&mut client, &channel("alerts"), None).await?;
+    client.send(&ClientMessage::Subscribe { channel: channel("decisions"), since: None }).await?;
+    let (code, _) = recv_error(&mut client).await?;
+    assert_eq!(code, ErrorCode::Forbidden);
+
+    // SSE: the same rules.
+    let http = reqwest::Client::new();
+    for url in ["/sse?channels=decisions&token=garbage".to_owned(), format!("/sse?channels=decisions&token={expired}")]
+    {
+        let response = http.get(gw.http_url(&url)).send().await?;
+        assert_eq!(response.status(), 200, "{url}");
+    }
+    let response = http.get(gw.http_url("/sse?channels=decisions")).bearer_auth(&wrong_key).send().await?;
+    assert_eq!(response.status(), 200);
+    let response = http.get(gw.http_url("/sse?channels=decisions")).bearer_auth(&good).send().await?;
+    assert_eq!(response.status(), 403, "the token's claims apply");
+    let response = http.get(gw.http_url("/sse?channels=alerts")).bearer_auth(&good).send().await?;
+    assert_eq!(response.status(), 200);
+    Ok(())
+}
+
+/// Anonymous access without any key: every token is ignored.
+#[tokio::test]
+async fn an_anonymous_gateway_without_a_key_ignores_every_token() -> anyhow::Result<()> {
+    let mut s = settings();
+    s.auth.secret = String::new();
+    let gw = spawn(s, memory_bus()).await?;
+    let good_elsewhere = token("alice", &["alerts"], Duration::from_secs(300));
+    let mut client = gw.connect_with(&format!("?token={good_elsewhere}"), &[]).await?;
+    subscribe(&mut client, &channel("decisions"), None).await?;
+    let response =
+        reqwest::Client::new().get(gw.http_url("/sse?channels=decisions")).bearer_auth(&good_elsewhere).send().await?;
+    assert_eq!(response.status(), 200);
+    Ok(())
+}
+
+/// `/sse` answers CORS from `gateway.allowed_origins`; other origins get
+/// no CORS headers (and the `Origin` check's 403).
+#[tokio::test]
+async fn sse_answers_cors_for_allowed_origins_only() -> anyhow::Result<()> {
+    let mut s = settings();
+    s.gateway.allowed_origins = vec!["http://localhost:5173".into()];
+    let gw = spawn(s, memory_bus()).await?;
+    let http = reqwest::Client::new();
+    let allow_origin =
+        |r: &reqwest::Response| r.headers().get("access-control-allow-origin").map(|v| v.to_str().map(str::to_owned));
+
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, gw.http_url("/sse?channels=alerts"))
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization,last-event-id")
+        .send()
+        .await?;
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(allow_origin(&preflight).transpose()?.as_deref(), Some("http://localhost:5173"));
+
+    let stream = http.get(gw.http_url("/sse?channels=alerts")).header("origin", "http://localhost:5173").send().await?;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(allow_origin(&stream).transpose()?.as_deref(), Some("http://localhost:5173"));
+    drop(stream);
+
+    let refused = http.get(gw.http_url("/sse?channels=alerts")).header("origin", "http://evil.example").send().await?;
+    assert_eq!(refused.status(), 403);
+    assert!(allow_origin(&refused).is_none());
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, gw.http_url("/sse"))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await?;
+    assert!(allow_origin(&preflight).is_none());
+    Ok(())
+}

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use pulse_bus::{Bus, MemoryBus, MemoryBusConfig};
 use pulse_protocol::{AgentId, ClientMessage, ControlMessage};
@@ -66,5 +67,61 @@ async fn the_dashboard_is_served_from_static_dir_when_it_exists() -> anyhow::Res
     s.gateway.static_dir = Some(dir.path().join("missing"));
     let gw = spawn(s, memory_bus()).await?;
     assert_eq!(reqwest::get(gw.http_url("/")).await?.status(), 404);
+    Ok(())
+}
+
+/// The value of the series `name{labels…}` in a Prometheus scrape, where
+/// every `label="value"` of `labels` appears.
+fn series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|label| l.contains(label)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `/metrics` tells client closes from server closes, with a reason, and
+/// carries the queue depth and process metrics.
+#[tokio::test]
+async fn metrics_split_closes_by_side_and_show_queue_depth_and_process() -> anyhow::Result<()> {
+    let mut s = settings();
+    s.auth.anonymous = false;
+    s.limits.auth_timeout = Duration::from_millis(300);
+    let gw = spawn(s, memory_bus()).await?;
+    let scrape = || async { reqwest::get(gw.http_url("/metrics")).await?.text().await };
+    let closes = |text: &str, by: &str, reason: &str| {
+        series(
+            text,
+            "pulse_gateway_connections_closed_total",
+            &["transport=\"ws\"", &format!("by=\"{by}\""), &format!("reason=\"{reason}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = scrape().await?;
+
+    // The client closes.
+    let mut client = pulse_testkit::WsClient::connect(&gw.ws_url("")).await?;
+    client.recv_control(DEADLINE).await?;
+    client.close().await?;
+    // The server closes: no `auth` within the auth timeout (4403).
+    let mut silent = pulse_testkit::WsClient::connect(&gw.ws_url("")).await?;
+    let (_, closed) = silent.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4403));
+
+    pulse_testkit::wait_until("both closes are counted", DEADLINE, || async {
+        let Ok(now) = scrape().await else { return false };
+        closes(&now, "client", "close") > closes(&before, "client", "close")
+            && closes(&now, "server", "unauthorized") > closes(&before, "server", "unauthorized")
+    })
+    .await?;
+    let text = scrape().await?;
+    assert!(text.contains("# HELP pulse_gateway_connections_closed_total "), "{text}");
+    // Sampled at start, then every few seconds.
+    for name in [
+        "pulse_gateway_queued_frames",
+        "pulse_gateway_queue_depth_max_frames",
+        "process_open_fds",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "{name}:\n{text}");
+    }
     Ok(())
 }
