@@ -157,8 +157,8 @@ pub trait Bus: Send + Sync + 'static {
     /// A new, empty subscription set.
     fn subscription(&self) -> Subscription;
 
-    /// Whether the bus can serve requests and deliver live events now (for
-    /// `/readyz`).
+    /// Whether the bus can serve requests now (for `/readyz`); services that
+    /// deliver live events also check [`link`](Self::link).
     ///
     /// # Errors
     /// Why it cannot.

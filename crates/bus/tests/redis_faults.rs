@@ -176,7 +176,6 @@ async fn a_frozen_pubsub_link_is_replaced_and_loses_nothing() {
     wait_until("the frozen link is reported down", DEADLINE, || async { subscriber_bus.link() == LinkState::Down })
         .await
         .unwrap();
-    assert!(subscriber_bus.check().await.is_err(), "readiness fails while the link is down");
 
     // New connections work again (the partition healed, or a new primary
     // answers): everything published meanwhile arrives, in order, once.

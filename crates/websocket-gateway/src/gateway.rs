@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pulse_auth::{KeyError, Verifier};
-use pulse_bus::Bus;
+use pulse_bus::{Bus, LinkState};
 use pulse_runtime::{Health, Shutdown};
 
 use crate::depth::QueueDepths;
@@ -102,6 +102,20 @@ impl Gateway {
             instance.clone(),
             settings.presence.refresh_interval,
         ));
+        {
+            // Ready means live events reach this instance: the bus link that
+            // carries them is up (not only Redis answering commands).
+            let bus = bus.clone();
+            health.register("bus_live", move || {
+                let link = bus.link();
+                async move {
+                    match link {
+                        LinkState::Up => Ok(()),
+                        LinkState::Down => Err("the pub/sub link to the bus is down; reconnecting".to_owned()),
+                    }
+                }
+            });
+        }
         let halt = Shutdown::new();
         let inner = Arc::new(Inner {
             ip_limiter: IpLimiter::new(settings.limits.connections_per_ip_per_sec),

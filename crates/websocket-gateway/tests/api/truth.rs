@@ -24,7 +24,11 @@ async fn a_resume_across_lost_history_is_not_recovered() -> anyhow::Result<()> {
         match loss {
             "restart" => {
                 redis.restart().await?;
-                wait_until("the bus is back", DEADLINE, || async { gw.bus.check().await.is_ok() }).await?;
+                let http = reqwest::Client::new();
+                wait_until("the gateway is ready again", DEADLINE, || async {
+                    http.get(gw.http_url("/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+                })
+                .await?;
             }
             "flushall" => {
                 let _: String = redis.cmd(&["FLUSHALL"]).await?;
