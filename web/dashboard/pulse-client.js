@@ -7,7 +7,7 @@
 // Protocol: proto-docs/asyncapi.yaml and proto-docs/close-codes.md.
 
 /** Frame types the server uses for control messages; everything else is an event. */
-export const CONTROL_TYPES = new Set(['welcome', 'subscribed', 'unsubscribed', 'snapshot', 'pong', 'error', 'gap']);
+export const CONTROL_TYPES = new Set(['welcome', 'subscribed', 'unsubscribed', 'snapshot', 'pong', 'error']);
 
 /** Close codes after which the client waits for a new token or a manual `connect()`. */
 export function shouldReconnect(code) {
@@ -405,14 +405,14 @@ export class PulseClient {
         }
         this._setState('live');
         break;
-      case 'subscribed': case 'gap': {
+      case 'subscribed': {
         const sub = this._subs.get(msg.channel);
         if (!sub) break;
         // `offset` is where the stream continues: it replaces the remembered
         // position even when lower (a new epoch, or a `since` the channel
         // never issued), so nothing stale or from the future filters live events.
         if (typeof msg.offset === 'string' && msg.offset) sub.lastId = msg.offset;
-        if (msg.type === 'gap' || msg.recovered === false) this._gap(msg.channel, sub);
+        if (msg.recovered === false) this._gap(msg.channel, sub);
         break;
       }
       case 'error':
@@ -543,7 +543,7 @@ export class PulseClient {
           if (gen !== this._gen) return;
           if (!sub.lastId) { sub.lastId = page.next || null; continue; }
           // Truncated: `after` is older than history, of another epoch or
-          // ahead of the head. The events (if any) continue from the head.
+          // ahead of the head. The page has no events; `next` is the head.
           if (page.truncated) { sub.lastId = null; this._gap(channel, sub); }
           for (const event of page.events || []) this._deliver(event);
           // `next` is where the next page starts: the truth, like `offset`.

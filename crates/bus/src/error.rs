@@ -23,6 +23,15 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// The error of a read: a read that may or may not have run changed
+    /// nothing, so an unknown outcome is plain unavailability.
+    pub(crate) fn read(self) -> Self {
+        match self {
+            Self::OutcomeUnknown(reason) => Self::Unavailable(reason),
+            other => other,
+        }
+    }
+
     /// Whether retrying later may succeed (answer 503 rather than 500).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_) | Self::Closed)
@@ -31,12 +40,38 @@ impl BusError {
 
 impl From<redis::RedisError> for BusError {
     fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout() {
-            Self::Unavailable(err.to_string())
-        } else {
-            Self::Redis(err)
-        }
+        if is_unavailable(&err) { Self::Unavailable(err.to_string()) } else { Self::Redis(err) }
     }
+}
+
+/// Whether a Redis error is transient unavailability (answer 503, retry
+/// later) rather than a bug or bad data (500): the connection failed or
+/// timed out, or Redis refused the command without running it (see
+/// [`not_serving`]). The one classifier of the bus and the store.
+pub fn is_unavailable(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || not_serving(err)
+}
+
+/// Whether Redis refused the command because it cannot serve it now, and
+/// ran none of it: a replica after a failover (`READONLY`), a server loading
+/// its data (`LOADING`), a busy script (`BUSY`), or a cluster or master in
+/// transition. Such a refusal is transient (503), not a bug (500).
+pub(crate) fn not_serving(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        err.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+        )
+    ) || err.code() == Some("BUSY")
 }
 
 impl From<deadpool_redis::PoolError> for BusError {

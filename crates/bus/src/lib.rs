@@ -40,7 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 
-pub use error::BusError;
+pub use error::{BusError, is_unavailable as redis_unavailable};
 pub use link::LinkState;
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use redis_bus::{RedisBus, RedisBusConfig};

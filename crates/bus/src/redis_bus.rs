@@ -49,9 +49,11 @@ impl Default for RedisBusConfig {
     }
 }
 
-/// How long a request waits for a pooled connection or for Redis to answer
-/// before it fails with [`BusError::Unavailable`]: services answer 503
-/// quickly instead of hanging while Redis is away.
+/// How long a request waits for a pooled connection, and at most for Redis
+/// to answer, before it fails: services answer 503 quickly instead of
+/// hanging while Redis is away. (The pooled connections' own response
+/// timeout, redis-rs's default of 500 ms, usually fires first; either way a
+/// request that went out unanswered is [`BusError::OutcomeUnknown`].)
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Awaits a request sent on `conn`, within [`REQUEST_TIMEOUT`].
@@ -75,6 +77,10 @@ macro_rules! within_deadline {
             Ok(Err(err)) if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() => {
                 Err(BusError::OutcomeUnknown(err.to_string()))
             }
+            // Refused and not run (a replica after a failover, a server still
+            // loading): this connection may lead to the old primary; a new
+            // one may reach the new primary.
+            Ok(Err(err)) if crate::error::not_serving(&err) => Err(BusError::Unavailable(err.to_string())),
             Ok(Err(err)) => {
                 $conn.answered();
                 Err(BusError::from(err))
@@ -298,7 +304,7 @@ impl Backend for Inner {
         invocation.key(epoch_key).arg(reader_epoch).arg(after.offset.to_string()).arg(limit.max(1));
         let conn = self.conn("history").await?;
         let (epoch, head, max_deleted, entries): (String, String, String, Vec<Entry>) =
-            within_deadline!("history", conn, invocation.invoke_async(&mut *conn))?;
+            within_deadline!("history", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
         let epoch = parse_epoch(channel, &epoch)?;
         let head = parse_offset(channel, &head)?;
         let max_deleted = parse_offset(channel, &max_deleted)?;
@@ -315,7 +321,8 @@ impl Backend for Inner {
         let mut invocation = self.head.key(hist);
         invocation.key(epoch_key);
         let conn = self.conn("head").await?;
-        let (epoch, head): (String, String) = within_deadline!("head", conn, invocation.invoke_async(&mut *conn))?;
+        let (epoch, head): (String, String) =
+            within_deadline!("head", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
         Ok(Position::new(parse_epoch(channel, &epoch)?, parse_offset(channel, &head)?))
     }
 
@@ -387,7 +394,7 @@ impl Bus for RedisBus {
         pipe.atomic().get(epoch_key).cmd("XREVRANGE").arg(hist).arg("+").arg("-").arg("COUNT").arg(limit.max(1));
         let conn = inner.conn("latest").await?;
         let (epoch, newest): (Option<String>, Vec<Entry>) =
-            within_deadline!("latest", conn, pipe.query_async(&mut *conn))?;
+            within_deadline!("latest", conn, pipe.query_async(&mut *conn)).map_err(BusError::read)?;
         let epoch = parse_epoch(channel, epoch.as_deref().unwrap_or(""))?;
         newest.into_iter().rev().map(|entry| decode_entry(channel, epoch, entry)).collect()
     }
@@ -402,8 +409,13 @@ impl Bus for RedisBus {
 
     async fn check(&self) -> Result<(), BusError> {
         let conn = self.inner.conn("check").await?;
-        let _: String = within_deadline!("check", conn, redis::cmd("PING").query_async(&mut *conn))?;
-        Ok(())
+        // A replica answers PING too; only a primary takes publishes.
+        let role: Vec<redis::Value> =
+            within_deadline!("check", conn, redis::cmd("ROLE").query_async(&mut *conn)).map_err(BusError::read)?;
+        match role.first() {
+            Some(redis::Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
+            _ => Err(BusError::Unavailable("redis is not a primary (read-only replica); waiting for failover".into())),
+        }
     }
 
     fn link(&self) -> LinkState {

@@ -273,3 +273,24 @@ async fn corrupt_history_is_a_typed_error() {
     assert!(matches!(err, BusError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("reports"), "{err}");
 }
+
+/// After a failover the old primary is a read-only replica: publishing is
+/// refused without being run, which is unavailability (503, retry), not an
+/// internal error, and readiness fails until the service reaches a primary.
+#[tokio::test]
+async fn a_demoted_primary_is_unavailable_not_an_internal_error() {
+    let server = RedisServer::start().await.unwrap();
+    let bus = bus(&server).await;
+    let ch = channel("demoted");
+    bus.publish(&ch, draft(0)).await.unwrap();
+    let _: String = server.cmd(&["REPLICAOF", "127.0.0.1", "1"]).await.unwrap();
+    let err = bus.publish(&ch, draft(1)).await.unwrap_err();
+    assert!(matches!(err, BusError::Unavailable(_)), "{err}");
+    let err = bus.publish_once(&ch, draft(1), "k", Duration::from_secs(60)).await.unwrap_err();
+    assert!(matches!(err, BusError::Unavailable(_)), "{err}");
+    assert!(bus.check().await.is_err(), "a replica is not ready for publishes");
+    // Promoted again (or the service reaches the new primary): all is well.
+    let _: String = server.cmd(&["REPLICAOF", "NO", "ONE"]).await.unwrap();
+    bus.check().await.unwrap();
+    bus.publish(&ch, draft(2)).await.unwrap();
+}

@@ -274,9 +274,34 @@ pub async fn with_deadline<T, E>(
 where
     BackendError: From<E>,
 {
+    within(deadline, what, call, BackendError::Unavailable).await
+}
+
+/// [`with_deadline`] for a publish: cut short, it may still take effect
+/// (the request may be in Redis already), so its outcome is unknown.
+pub async fn with_write_deadline<T, E>(
+    deadline: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, BackendError>
+where
+    BackendError: From<E>,
+{
+    within(deadline, what, call, BackendError::OutcomeUnknown).await
+}
+
+async fn within<T, E>(
+    deadline: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+    cut_short: fn(String) -> BackendError,
+) -> Result<T, BackendError>
+where
+    BackendError: From<E>,
+{
     let result = match tokio::time::timeout(deadline, call).await {
         Ok(result) => result.map_err(BackendError::from),
-        Err(_) => Err(BackendError::Unavailable(format!("{what} took longer than {deadline:?}"))),
+        Err(_) => Err(cut_short(format!("{what} took longer than {deadline:?}"))),
     };
     if let Err(err) = &result {
         match err {

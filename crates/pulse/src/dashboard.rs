@@ -19,7 +19,16 @@ struct Embedded;
 /// Mount it last, as it answers every path.
 pub fn configure(dir: Option<PathBuf>) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg| match dir {
-        Some(dir) => pulse_websocket_gateway::configure_static(Some(&dir))(cfg),
+        Some(dir) => {
+            // Pages served by Pulse may `import('/pulse-client.js')`: keep the
+            // built-in client when the directory has none of its own.
+            if !dir.join("pulse-client.js").is_file() {
+                cfg.service(
+                    web::resource("/pulse-client.js").route(web::get().to(embedded)).route(web::head().to(embedded)),
+                );
+            }
+            pulse_websocket_gateway::configure_static(Some(&dir))(cfg)
+        }
         None => {
             cfg.service(web::resource("/{path:.*}").route(web::get().to(embedded)).route(web::head().to(embedded)));
         }

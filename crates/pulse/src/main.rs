@@ -41,8 +41,17 @@ struct TokenArgs {
     #[arg(long, default_value = "developer")]
     sub: String,
     /// Lifetime, such as `30m`, `1h`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
+}
+
+/// A token lifetime: a `humantime` duration of at least one second.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!("{text:?} is too short: a token must live at least 1s"));
+    }
+    Ok(ttl)
 }
 
 #[derive(Debug, clap::Args)]

@@ -101,17 +101,13 @@ impl Settings {
             });
             if !self.demo.publisher_key.is_empty() {
                 ingest.api_keys.push(pulse_ingest::settings::ApiKeySettings {
-                    name: "demo-decider".to_owned(),
+                    name: "demo-publisher".to_owned(),
                     key: pulse_runtime::Secret::new(self.demo.publisher_key.clone()),
                     role: pulse_ingest::settings::Role::Publisher,
-                    // A decision is published on `decisions` and on the
-                    // channel of each agent it names: nothing else.
-                    channels: Some(
-                        ["decisions", "agent:*"]
-                            .iter()
-                            .filter_map(|p| pulse_protocol::ChannelPattern::parse(p).ok())
-                            .collect(),
-                    ),
+                    // The demo's decisions, and whatever a developer trying
+                    // the publish API sends (the publisher guide's examples
+                    // run against standalone as written).
+                    channels: None,
                 });
             }
         }

@@ -47,7 +47,7 @@ impl From<BusError> for StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout() {
+        if pulse_bus::redis_unavailable(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Backend(err.to_string())

@@ -216,7 +216,6 @@ impl Replay {
         let mut last = self.since;
         let mut recovered = true;
         let mut replayed = 0u64;
-        let mut first = true;
         // At the head already: nothing to replay. Anything else (behind the
         // head, another epoch, or ahead of the head) is for the bus's
         // history to judge.
@@ -240,16 +239,16 @@ impl Replay {
                     break;
                 }
             };
-            if first && history.truncated {
-                // History cannot continue from `since` (trimmed past it, a
-                // new epoch since, or never issued): a partial replay is
-                // useless to a client that must refetch state anyway. It
-                // continues from the head.
+            if history.truncated {
+                // History cannot continue from `last` (trimmed past it, a new
+                // epoch since, or never issued), on the first page or on a
+                // later one (trimmed or replaced while the replay ran): a
+                // partial replay is useless to a client that must refetch
+                // state anyway. It continues from the head.
                 recovered = false;
                 last = self.head;
                 break;
             }
-            first = false;
             let count = history.events.len();
             for event in history.events {
                 if event.id.follows(&self.head) {

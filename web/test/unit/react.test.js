@@ -78,8 +78,8 @@ test('useChannelState loads on mount, folds events held during a load, and refet
   await act(async () => { ws.receive({ type: 'alert_triggered', channel: 'alerts', id: 'e2:2-0', data: { alert: 'd' } }); });
   await act(async () => { loads[1].resolve(['c']); });
   assert.deepEqual(rendered, { ids: ['c', 'd'], loading: false });
-  // A gap frame does the same.
-  await act(async () => { ws.receive({ type: 'gap', channel: 'alerts', offset: 'e2:9-0' }); });
+  // A mid-stream recovered:false does the same.
+  await act(async () => { ws.receive({ type: 'subscribed', channel: 'alerts', offset: 'e2:9-0', recovered: false }); });
   assert.equal(loads.length, 3);
   await act(async () => { loads[2].resolve(['e']); });
   await act(async () => { ws.receive({ type: 'alert_triggered', channel: 'alerts', id: 'e2:10-0', data: { alert: 'f' } }); });

@@ -1,8 +1,9 @@
 //! `GET /api/v1/channels/{channel}/history?after=&limit=`: the HTTP fallback
 //! for clients that cannot hold a WebSocket.
 //!
-//! With `after` (a position), the events after it, oldest first, and
-//! whether they can all be given (`truncated`: refetch state). Without, the
+//! With `after` (a position), the events after it, oldest first, or, when
+//! they cannot all be given, none and `truncated` (refetch state, poll on
+//! from `next`, the head). Without, the
 //! newest `limit` events. Poll again with `after` = `next`.
 
 use actix_web::{HttpResponse, web};
@@ -29,7 +30,8 @@ pub struct HistoryPage {
     pub events: Vec<Event>,
     /// The events after `after` cannot all be given (trimmed from history,
     /// the history replaced by a new epoch, or `after` never issued): the
-    /// client should refetch state, then poll on from `next`.
+    /// page has no events; the client should refetch state, then poll on
+    /// from `next`, the channel's head.
     pub truncated: bool,
     /// The position to pass as `after` next time: the last event's, or,
     /// when the page is empty, `after` (the channel's head when `after`
@@ -69,12 +71,15 @@ pub(crate) async fn get_history(
     let page = match after {
         Some(after) => {
             let history = with_deadline(deadline, "reading history", bus.history(&channel, after, limit)).await?;
-            let next = match history.events.last() {
-                Some(event) => event.id,
-                None if history.truncated => history.head,
-                None => after,
-            };
-            HistoryPage { channel, events: history.events, truncated: history.truncated, next }
+            if history.truncated {
+                // The events after `after` cannot all be given: what is left
+                // would be applied on top of the state the client refetches.
+                // It refetches, then polls on from the head.
+                HistoryPage { channel, events: Vec::new(), truncated: true, next: history.head }
+            } else {
+                let next = history.events.last().map_or(after, |e| e.id);
+                HistoryPage { channel, events: history.events, truncated: false, next }
+            }
         }
         None => {
             let events = with_deadline(deadline, "reading history", bus.latest(&channel, limit)).await?;

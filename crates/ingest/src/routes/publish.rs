@@ -15,7 +15,7 @@ use pulse_protocol::{Channel, EventDraft, EventType, Position};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, PublisherKey};
-use crate::error::{ApiError, BackendError, InputError, parse_body, with_deadline};
+use crate::error::{ApiError, BackendError, InputError, parse_body, with_write_deadline};
 use crate::observe::{TraceParent, record_published};
 use crate::routes::shared::{publish_once, validate_id};
 use crate::state::IngestState;
@@ -34,7 +34,8 @@ pub struct PublishRequest {
     /// The event's data; `null` when absent.
     #[serde(default)]
     pub data: serde_json::Value,
-    /// Publish at most once per key (and publisher) within the TTL.
+    /// Publish at most once per key (and publisher key, and channel) within
+    /// the TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
@@ -138,13 +139,14 @@ async fn publish_one(
     let draft = EventDraft::new(request.event_type, request.data).with_trace(trace);
     match &request.idempotency_key {
         Some(key) => {
-            // Keys are per publisher: two backends may pick the same key.
-            let key = format!("publish:{}:{key}", caller.name);
+            // Keys are per publisher (two backends may pick the same key)
+            // and per channel (a key names one event of one channel).
+            let key = format!("publish:{}:{}:{key}", caller.name, request.channel);
             let publication = publish_once(state, &request.channel, draft, &key).await?;
             Ok(Published { channel: request.channel, id: publication.id, duplicate: publication.duplicate })
         }
         None => {
-            let event = with_deadline(
+            let event = with_write_deadline(
                 state.settings().backend_timeout,
                 "publishing an event",
                 state.bus().publish(&request.channel, draft),

@@ -56,6 +56,12 @@ async fn an_idempotency_key_publishes_once_per_publisher() {
     assert_eq!(other["duplicate"], false);
     assert_eq!(app.events("agent:web-1").await.len(), 2);
 
+    // A key names one event of one channel: the same key elsewhere publishes.
+    let elsewhere = json!({"channel": "agent:web-2", "type": "ticket.opened", "idempotency_key": "ticket-77"});
+    let elsewhere = json_of(app.publish(&elsewhere).await, StatusCode::ACCEPTED).await;
+    assert_eq!((elsewhere["channel"].as_str(), elsewhere["duplicate"].as_bool()), (Some("agent:web-2"), Some(false)));
+    assert_ne!(elsewhere["id"], first["id"]);
+
     // In a batch, a used key is reported as a duplicate and the rest publish.
     let batch = json!({"events": [body, {"channel": "agent:web-1", "type": "ticket.updated"}]});
     let answer = json_of(app.publish(&batch).await, StatusCode::ACCEPTED).await;

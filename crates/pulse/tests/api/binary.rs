@@ -131,4 +131,5 @@ fn pulse_token_refuses_without_a_secret_or_a_channel() {
     assert!(!mint(Some("s"), &[]).status.success(), "--channel is required");
     assert!(!mint(Some("s"), &["--channel", "bad name"]).status.success(), "patterns are checked");
     assert!(!mint(Some("s"), &["--channel", "alerts", "--ttl", "soon"]).status.success(), "ttl is checked");
+    assert!(!mint(Some("s"), &["--channel", "alerts", "--ttl", "0s"]).status.success(), "a token must live");
 }

@@ -61,6 +61,10 @@ async fn the_dashboard_is_served_at_the_root_beside_the_api() {
     let index = pulse.get("/").await.unwrap();
     assert_eq!(index.status(), 200);
     assert!(index.text().await.unwrap().contains("Pulse dashboard"));
+    // A directory without its own client still offers the built-in one.
+    let client = pulse.get("/pulse-client.js").await.unwrap();
+    assert_eq!(client.status(), 200);
+    assert!(client.text().await.unwrap().contains("WebSocket"));
     // The static files, mounted last, do not hide the API or the ops routes.
     let agents = pulse.get("/api/v1/agents").await.unwrap();
     assert_eq!(agents.status(), 200, "{:?}", agents.text().await);
