@@ -2,7 +2,8 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +25,9 @@ pub struct RedisBusConfig {
     pub url: String,
     /// Prefix of every key and channel name (default `pulse:`).
     pub prefix: String,
-    /// Events kept per channel for resume and the history API.
+    /// Events this process wants kept per channel for resume and the
+    /// history API. Every publisher trims to the largest value claimed by a
+    /// live process (see [`RedisBus::history_len`]).
     pub history_len: usize,
     /// Pooled connections for publishing and reads.
     pub pool_size: usize,
@@ -140,7 +143,13 @@ pub struct RedisBus {
 struct Inner {
     pool: Pool,
     keys: Keys,
-    history_len: usize,
+    /// This process's `history_len` setting.
+    configured_history_len: usize,
+    /// What publishes trim to: the largest `history_len` any live process
+    /// claims (see [`HISTORY_LEN_CLAIM_TTL`]).
+    history_len: AtomicUsize,
+    history_len_claim: String,
+    history_len_script: redis::Script,
     router: Arc<Router>,
     publish: redis::Script,
     publish_once: redis::Script,
@@ -184,7 +193,10 @@ impl RedisBus {
             inner: Arc::new(Inner {
                 pool,
                 keys: keys.clone(),
-                history_len: config.history_len.max(1),
+                configured_history_len: config.history_len.max(1),
+                history_len: AtomicUsize::new(config.history_len.max(1)),
+                history_len_claim: format!("{}:{:016x}", config.history_len.max(1), rand::random::<u64>()),
+                history_len_script: redis_lua::history_len_script(),
                 router: router.clone(),
                 publish: redis_lua::publish_script(),
                 publish_once: redis_lua::publish_once_script(),
@@ -194,7 +206,8 @@ impl RedisBus {
                 listener,
             }),
         };
-        bus.record_history_len().await?;
+        bus.inner.claim_history_len().await?;
+        tokio::spawn(renew_history_len_claim(Arc::downgrade(&bus.inner)));
         let pubsub = PubSubLink {
             client,
             keys,
@@ -213,26 +226,6 @@ impl RedisBus {
         Ok(bus)
     }
 
-    /// Records this process's `history_len` in Redis and warns when another
-    /// service recorded a different one: every publisher trims the shared
-    /// history to its own length, so they must agree.
-    async fn record_history_len(&self) -> Result<(), BusError> {
-        let key = self.inner.keys.key("meta:history_len");
-        let ours = self.inner.history_len;
-        let conn = self.inner.conn("check").await?;
-        let previous: Option<String> =
-            within_deadline!("check", conn, redis::cmd("SET").arg(key).arg(ours).arg("GET").query_async(&mut *conn))?;
-        if let Some(previous) = previous.filter(|p| p.parse::<usize>().ok() != Some(ours)) {
-            tracing::warn!(
-                history_len = ours,
-                other = %previous,
-                "redis.history_len differs from the value another Pulse service set; every publisher trims \
-                 channel history to its own value, so set the same redis.history_len for every service"
-            );
-        }
-        Ok(())
-    }
-
     /// The connection pool, for other crates' scripts (see [`redis_lua`]).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
@@ -242,12 +235,40 @@ impl RedisBus {
         &self.inner.keys
     }
 
+    /// Events kept per channel: the largest `redis.history_len` claimed by
+    /// a live Pulse process, so that whoever publishes (each publisher trims
+    /// the shared history), a channel keeps the same history.
     pub fn history_len(&self) -> usize {
-        self.inner.history_len
+        self.inner.history_len.load(Ordering::Relaxed)
     }
 }
 
+/// How long a process's `history_len` claim counts without renewal; it is
+/// renewed every third of that.
+const HISTORY_LEN_CLAIM_TTL: Duration = Duration::from_secs(30);
+
 impl Inner {
+    /// Claims this process's `history_len` in Redis and adopts the largest
+    /// live claim, warning when it is not this process's own setting.
+    async fn claim_history_len(&self) -> Result<(), BusError> {
+        let mut invocation = self.history_len_script.key(self.keys.key("meta:history_len"));
+        invocation.arg(&self.history_len_claim).arg(u64::try_from(HISTORY_LEN_CLAIM_TTL.as_millis()).unwrap_or(30_000));
+        let conn = self.conn("check").await?;
+        let largest: usize =
+            within_deadline!("check", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
+        let largest = largest.max(self.configured_history_len);
+        let previous = self.history_len.swap(largest, Ordering::Relaxed);
+        if largest != self.configured_history_len && previous != largest {
+            tracing::warn!(
+                history_len = self.configured_history_len,
+                applied = largest,
+                "another Pulse service is configured with a larger redis.history_len; channels keep that many \
+                 events whoever publishes: set the same redis.history_len for every service"
+            );
+        }
+        Ok(())
+    }
+
     /// A pooled connection for one request (the pool's own wait and create
     /// timeouts bound this; nothing has been sent when it fails).
     async fn conn(&self, op: &'static str) -> Result<deadpool_redis::Connection, BusError> {
@@ -353,7 +374,7 @@ impl Bus for RedisBus {
         let draft_json = redis_lua::encode_draft(&draft);
         let keys = [inner.keys.hist(channel), inner.keys.live(channel), inner.keys.epoch(channel)];
         let mut invocation = inner.publish.key(&keys[..]);
-        invocation.arg(inner.history_len).arg(&draft_json).arg(redis_lua::epoch_candidate());
+        invocation.arg(inner.history_len.load(Ordering::Relaxed)).arg(&draft_json).arg(redis_lua::epoch_candidate());
         let conn = inner.conn("publish").await?;
         let position: String = within_deadline!("publish", conn, invocation.invoke_async(&mut *conn))?;
         Ok(draft.into_event(channel.clone(), parse_position(channel, &position)?))
@@ -376,7 +397,11 @@ impl Bus for RedisBus {
         ];
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut invocation = inner.publish_once.key(&keys[..]);
-        invocation.arg(inner.history_len).arg(&draft_json).arg(redis_lua::epoch_candidate()).arg(ttl_ms);
+        invocation
+            .arg(inner.history_len.load(Ordering::Relaxed))
+            .arg(&draft_json)
+            .arg(redis_lua::epoch_candidate())
+            .arg(ttl_ms);
         let conn = inner.conn("publish").await?;
         let (duplicate, position): (u8, String) =
             within_deadline!("publish", conn, invocation.invoke_async(&mut *conn))?;
@@ -420,6 +445,20 @@ impl Bus for RedisBus {
 
     fn link(&self) -> LinkState {
         self.inner.link.get()
+    }
+}
+
+/// Renews this process's `history_len` claim until the bus is dropped.
+async fn renew_history_len_claim(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(HISTORY_LEN_CLAIM_TTL / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(err) = inner.claim_history_len().await {
+            tracing::debug!(error = %err, "could not renew the history length claim; retrying");
+        }
     }
 }
 

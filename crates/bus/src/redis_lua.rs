@@ -71,6 +71,10 @@ pub(crate) fn history_script() -> redis::Script {
     redis::Script::new(include_str!("lua/history.lua"))
 }
 
+pub(crate) fn history_len_script() -> redis::Script {
+    redis::Script::new(include_str!("lua/history_len.lua"))
+}
+
 pub(crate) fn head_script() -> redis::Script {
     redis::Script::new(include_str!("lua/head.lua"))
 }

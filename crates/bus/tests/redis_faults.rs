@@ -294,3 +294,31 @@ async fn a_demoted_primary_is_unavailable_not_an_internal_error() {
     bus.check().await.unwrap();
     bus.publish(&ch, draft(2)).await.unwrap();
 }
+
+/// Every publisher trims the shared history; one configured with a smaller
+/// `history_len` must not undo a larger one: all trim to the largest live
+/// claim, whoever publishes.
+#[tokio::test]
+async fn every_publisher_keeps_the_largest_history_length_of_any_live_service() {
+    let server = RedisServer::start().await.unwrap();
+    let small = RedisBus::connect(RedisBusConfig { url: server.url(), history_len: 3, ..RedisBusConfig::default() })
+        .await
+        .unwrap();
+    let large = RedisBus::connect(RedisBusConfig { url: server.url(), history_len: 5, ..RedisBusConfig::default() })
+        .await
+        .unwrap();
+    assert_eq!(large.history_len(), 5);
+    // The small one learns of the larger claim when it next renews it; a
+    // service started after the larger one knows at once.
+    let late = RedisBus::connect(RedisBusConfig { url: server.url(), history_len: 2, ..RedisBusConfig::default() })
+        .await
+        .unwrap();
+    assert_eq!(late.history_len(), 5);
+    let ch = channel("kept");
+    for n in 0..10 {
+        late.publish(&ch, draft(n)).await.unwrap();
+    }
+    let kept = late.history(&ch, Position::ZERO, 100).await.unwrap().events;
+    assert_eq!(kept.iter().map(|e| e.data["n"].as_u64().unwrap()).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
+    drop(small);
+}
