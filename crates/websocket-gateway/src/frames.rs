@@ -4,7 +4,11 @@
 //! same bytes for every client; [`put_frame`] appends header and payload to
 //! a write buffer. Inbound: [`Reader`] decodes what a client sent (actix-http's
 //! codec checks framing, masking and opcodes) and joins fragments into whole
-//! messages up to the size limit, validating text as UTF-8.
+//! messages up to the size limit, validating text as UTF-8. The codec
+//! compares a frame's length with the limit only once the whole frame is
+//! buffered, so the reader checks the length announced by the 2–14 header
+//! bytes first: a client announcing a huge frame is refused before its
+//! payload is held.
 //!
 //! The reader holds no buffer between messages, so an idle connection costs
 //! no buffer memory.
@@ -119,6 +123,7 @@ impl Reader {
     /// The next whole message, if the bytes so far hold one.
     pub(crate) fn next_message(&mut self) -> Result<Option<Incoming>, FrameError> {
         loop {
+            self.check_announced_length()?;
             let frame = match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
@@ -163,6 +168,23 @@ impl Reader {
         }
     }
 
+    /// Refuses the next frame from its header alone when the length it
+    /// announces exceeds the limit, or, for a continuation, what is left of
+    /// the limit after the fragments so far.
+    fn check_announced_length(&self) -> Result<(), FrameError> {
+        let Some(announced) = announced_length(&self.buf) else { return Ok(()) };
+        let opcode = self.buf[0] & 0x0f;
+        let joined = match &self.partial {
+            Some(partial) if opcode == 0 => partial.data.len(),
+            _ => 0,
+        };
+        let room = self.max_size.saturating_sub(joined);
+        if announced > room as u64 {
+            return Err(FrameError::TooBig(self.max_size));
+        }
+        Ok(())
+    }
+
     fn start(&mut self, text: bool, bytes: &[u8]) -> Result<(), FrameError> {
         self.partial = Some(Box::new(Partial { text, data: BytesMut::new() }));
         self.append(bytes)
@@ -178,6 +200,17 @@ impl Reader {
         }
         partial.data.extend_from_slice(bytes);
         Ok(())
+    }
+}
+
+/// The payload length a frame header at the start of `buf` announces, once
+/// enough of the header is there (RFC 6455 §5.2).
+fn announced_length(buf: &[u8]) -> Option<u64> {
+    let second = *buf.get(1)?;
+    match second & 0x7f {
+        126 => buf.get(2..4).map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        127 => buf.get(2..10).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8]))),
+        n => Some(u64::from(n)),
     }
 }
 
@@ -246,6 +279,32 @@ mod tests {
         assert_eq!(reader.next_message().unwrap(), Some(Incoming::Ping(Bytes::from_static(b"p"))));
         assert_eq!(reader.next_message().unwrap(), Some(Incoming::Text("{\"type\":\"ping\"}".into())));
         assert_eq!(reader.next_message().unwrap(), None);
+    }
+
+    #[test]
+    fn announced_lengths_beyond_the_limit_are_refused_from_the_header() {
+        // 2^40 bytes announced, no payload sent: refused at once.
+        let mut reader = Reader::new(16 * 1024);
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        reader.extend(&header[..6]);
+        assert_eq!(reader.next_message().unwrap(), None, "header incomplete");
+        reader.extend(&header[6..]);
+        assert!(matches!(reader.next_message(), Err(FrameError::TooBig(16384))));
+
+        // A continuation whose announced length would take the message
+        // past the limit is refused before its payload arrives.
+        let mut reader = Reader::new(16);
+        reader.extend(&client_frame(false, OP_TEXT, &[b'x'; 10]));
+        let continuation = client_frame(true, 0x0, &[b'x'; 7]);
+        reader.extend(&continuation[..2]);
+        assert!(matches!(reader.next_message(), Err(FrameError::TooBig(16))));
+
+        // Exactly the limit passes.
+        let mut reader = Reader::new(16);
+        reader.extend(&client_frame(false, OP_TEXT, &[b'x'; 10]));
+        reader.extend(&client_frame(true, 0x0, &[b'x'; 6]));
+        assert_eq!(reader.next_message().unwrap(), Some(Incoming::Text("x".repeat(16).into())));
     }
 
     #[test]

@@ -227,3 +227,81 @@ async fn requests_that_are_not_websocket_upgrades_at_ws_get_json_errors() -> any
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     Ok(())
 }
+
+/// The close code of the first close frame among the server frames at the
+/// start of `buf`, once it is all there.
+fn find_close(buf: &[u8]) -> Option<Option<u16>> {
+    let mut at = 0;
+    while buf.len() >= at + 2 {
+        let (len, offset) = match buf[at + 1] & 0x7f {
+            126 => (u16::from_be_bytes(buf.get(at + 2..at + 4)?.try_into().ok()?) as usize, 4),
+            127 => (u64::from_be_bytes(buf.get(at + 2..at + 10)?.try_into().ok()?) as usize, 10),
+            n => (n as usize, 2),
+        };
+        let payload = buf.get(at + offset..at + offset + len)?;
+        if buf[at] & 0x0f == 0x8 {
+            return Some(close_code(payload));
+        }
+        at += offset + len;
+    }
+    None
+}
+
+/// Before any `auth`, a frame header announcing 2^40 bytes is refused with
+/// 1009 from the header alone: the close arrives while the client is still
+/// streaming the payload, long before the gateway could have buffered it.
+#[tokio::test]
+async fn a_huge_announced_frame_is_refused_from_its_header() -> anyhow::Result<()> {
+    const STREAM: usize = 64 << 20;
+    let mut s = settings();
+    s.auth.anonymous = false;
+    s.limits.max_frame_size = 16 * 1024;
+    let gw = spawn(s, memory_bus()).await?;
+    let (mut raw, _) = Raw::open(gw.port, "/ws", &[]).await?;
+    assert!(raw.next_text().await?.contains("\"welcome\""));
+
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    header.extend_from_slice(&[0x37, 0xfa, 0x21, 0x3d]);
+    raw.send(&header).await?;
+
+    let Raw { tcp, mut buf } = raw;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut sent = 0usize;
+    let mut sent_at_close = None;
+    let ended = within(DEADLINE, async {
+        loop {
+            tokio::select! {
+                ready = tcp.readable() => {
+                    ready?;
+                    let mut read = [0u8; 4096];
+                    match tcp.try_read(&mut read) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => buf.extend_from_slice(&read[..n]),
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // A reset after the close frame also ends it.
+                        Err(_) if sent_at_close.is_some() => return Ok(()),
+                        Err(err) => return Err(err.into()),
+                    }
+                    if sent_at_close.is_none() && let Some(code) = find_close(&buf) {
+                        assert_eq!(code, Some(1009));
+                        sent_at_close = Some(sent);
+                    }
+                }
+                ready = tcp.writable(), if sent_at_close.is_none() && sent < STREAM => {
+                    ready?;
+                    match tcp.try_write(&chunk) {
+                        Ok(n) => sent += n,
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) => bail!("write failed before the close frame arrived: {err}"),
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let sent_at_close = sent_at_close.context("no close frame")?;
+    ended.context("the connection did not end after its close frame")?;
+    assert!(sent_at_close < STREAM / 4, "close came after {sent_at_close} of {STREAM} bytes were sent");
+    Ok(())
+}
