@@ -31,8 +31,14 @@ use serde::{Deserialize, Serialize};
 pub struct Claims {
     /// Who the holder is; shown in presence and logs.
     pub sub: String,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry, seconds since the Unix epoch. A value beyond what the
+    /// clock can represent (≥ 2^63) means "never" in practice:
+    /// [`time_left`](Self::time_left) saturates instead of overflowing.
     pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch (optional; checked
+    /// with the same leeway as `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// The channels the holder may read.
     #[serde(default)]
     pub channels: Vec<ChannelPattern>,
@@ -41,7 +47,7 @@ pub struct Claims {
 impl Claims {
     /// Claims for `sub` reading `channels`, valid for `ttl` from now.
     pub fn new(sub: impl Into<String>, channels: Vec<ChannelPattern>, ttl: Duration) -> Self {
-        Self { sub: sub.into(), exp: unix_now().saturating_add(ttl.as_secs()), channels }
+        Self { sub: sub.into(), exp: unix_now().saturating_add(ttl.as_secs()), nbf: None, channels }
     }
 
     /// Whether the token grants reading `channel`.
@@ -49,14 +55,24 @@ impl Claims {
         ChannelPattern::any_matches(&self.channels, channel)
     }
 
-    /// When the token stops being valid.
-    pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+    /// When the token stops being valid; `None` when the clock cannot
+    /// represent `exp` (a far-future expiry such as 2^63 s).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.exp))
     }
 
-    /// Time left before expiry (zero if already expired).
+    /// Time left before expiry (zero if already expired). Computed on whole
+    /// seconds without any instant arithmetic, so no `exp` can overflow it;
+    /// callers adding it to an instant must use `checked_add`.
     pub fn time_left(&self) -> Duration {
-        self.expires_at().duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        Duration::from_secs(self.exp).saturating_sub(now)
+    }
+
+    /// Whether `exp` has passed by this clock (a token inside the leeway
+    /// verifies but is expired).
+    pub fn is_expired(&self) -> bool {
+        self.time_left().is_zero()
     }
 
     /// A token for these claims signed with an HS256 `secret`.
@@ -224,6 +240,8 @@ impl Verifier {
     fn with(key: DecodingKey, algorithm: Algorithm) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.leeway = 5;
+        // Off by default in jsonwebtoken: a token not valid yet is refused.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self { key, validation }
     }
@@ -328,6 +346,42 @@ mod tests {
         let wrong_key = good.sign_hs256(b"other").unwrap();
         assert_eq!(verifier.verify(&wrong_key), Err(AuthError::Invalid("signature does not verify".into())));
         assert_eq!(verifier.verify("garbage"), Err(AuthError::Invalid("not a JWT".into())));
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_within_the_leeway_only() {
+        let verifier = Verifier::hs256(SECRET);
+        let mut claims = Claims::new("u", patterns(&["*"]), Duration::from_secs(7200));
+        claims.nbf = Some(unix_now() + 3600);
+        assert_eq!(
+            verifier.verify(&claims.sign_hs256(SECRET).unwrap()),
+            Err(AuthError::Invalid("token not valid yet".into()))
+        );
+        // Clock skew inside the leeway is tolerated.
+        claims.nbf = Some(unix_now() + 2);
+        assert_eq!(verifier.verify(&claims.sign_hs256(SECRET).unwrap()), Ok(claims));
+    }
+
+    #[test]
+    fn a_far_future_expiry_verifies_without_overflow() {
+        let verifier = Verifier::hs256(SECRET);
+        for exp in [1u64 << 63, u64::MAX] {
+            let mut claims = Claims::new("u", patterns(&["*"]), Duration::ZERO);
+            claims.exp = exp;
+            let verified = verifier.verify(&claims.sign_hs256(SECRET).unwrap()).unwrap();
+            assert!(verified.time_left() > Duration::from_secs(1 << 62), "{exp}");
+            assert!(!verified.is_expired());
+            assert_eq!(verified.expires_at(), None, "{exp}");
+        }
+    }
+
+    #[test]
+    fn a_token_expired_inside_the_leeway_verifies_but_is_expired() {
+        let mut claims = Claims::new("u", patterns(&["*"]), Duration::ZERO);
+        claims.exp = unix_now() - 2;
+        let verified = Verifier::hs256(SECRET).verify(&claims.sign_hs256(SECRET).unwrap()).unwrap();
+        assert!(verified.is_expired());
+        assert!(!Claims::new("u", vec![], Duration::from_secs(60)).is_expired());
     }
 
     #[test]

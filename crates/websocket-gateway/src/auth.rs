@@ -1,6 +1,6 @@
 //! Who a connection is, where its token comes from, and the `Origin` check.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::RequestHead;
 use actix_web::http::header;
@@ -18,9 +18,18 @@ pub(crate) enum Identity {
     User { claims: Box<Claims>, expires: Instant },
 }
 
+/// The latest deadline a token sets: an expiry further ahead (up to `exp`
+/// ≥ 2^63, which no clock represents) counts as this far, so the deadline
+/// arithmetic never overflows.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
+
 impl Identity {
+    /// A verified token's identity. Its deadline is capped at
+    /// [`FAR_FUTURE`]: a far-future `exp` is honoured as "not within the
+    /// life of this connection", never refused and never an overflow.
     pub(crate) fn from_claims(claims: Claims) -> Self {
-        let expires = Instant::now() + claims.time_left();
+        let now = Instant::now();
+        let expires = now.checked_add(claims.time_left().min(FAR_FUTURE)).unwrap_or(now);
         Self::User { claims: Box::new(claims), expires }
     }
 

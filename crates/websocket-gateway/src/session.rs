@@ -539,7 +539,14 @@ fn not_subscribed(channel: pulse_protocol::Channel) -> ControlMessage {
 /// An `auth` message: a first token, or a fresh one replacing the current.
 fn authenticate(conn: &mut Connection, token: &str) -> Handled {
     let first = !conn.identity.is_authenticated();
-    match auth::verify(conn.gw.inner.verifier.as_ref(), token) {
+    // A replacement already past its `exp` (verified inside the leeway)
+    // would end the connection at once although the current token is still
+    // valid: it is refused like any expired one.
+    let verified = match auth::verify(conn.gw.inner.verifier.as_ref(), token) {
+        Ok(claims) if !first && claims.is_expired() => Err(pulse_auth::AuthError::Expired),
+        verified => verified,
+    };
+    match verified {
         Ok(claims) => {
             conn.identity = Identity::from_claims(claims);
             let identity = conn.identity.clone();

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::helpers::{
     AGENT_KEY, JWT_SECRET, PUBLISHER_KEY, WEB_AGENT_KEY, disk_ok, error_of, json_of, report, spawn_app,
+    spawn_memory_app,
 };
 
 #[tokio::test]
@@ -92,4 +93,23 @@ async fn browser_tokens_must_verify_and_be_current() {
     // API keys are not browser tokens.
     let (status, _) = error_of(app.get("/api/v1/agents", Some(PUBLISHER_KEY)).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A token not valid yet (`nbf` an hour ahead) is refused on the read API;
+/// one with an `exp` beyond any clock (≥ 2^63) is served, not a panic.
+#[tokio::test]
+async fn browser_tokens_not_valid_yet_are_refused_and_far_future_ones_served() {
+    let app = spawn_memory_app().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut early = Claims::new("eve", vec![ChannelPattern::parse("*").unwrap()], Duration::from_secs(7200));
+    early.nbf = Some(now + 3600);
+    let early = early.sign_hs256(JWT_SECRET.as_bytes()).unwrap();
+    let (status, error) = error_of(app.get("/api/v1/agents", Some(&early)).await).await;
+    assert_eq!((status, error.code.as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert!(error.message.contains("not valid yet"), "{}", error.message);
+
+    let mut far = Claims::new("zed", vec![ChannelPattern::parse("*").unwrap()], Duration::ZERO);
+    far.exp = 1 << 63;
+    let far = far.sign_hs256(JWT_SECRET.as_bytes()).unwrap();
+    json_of(app.get("/api/v1/agents", Some(&far)).await, StatusCode::OK).await;
 }

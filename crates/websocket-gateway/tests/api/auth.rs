@@ -215,3 +215,85 @@ async fn sse_answers_cors_for_allowed_origins_only() -> anyhow::Result<()> {
     assert!(allow_origin(&preflight).is_none());
     Ok(())
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A token whose `nbf` is an hour ahead is refused on WebSocket (query and
+/// `auth` message) and SSE.
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused() -> anyhow::Result<()> {
+    let gw = spawn(authenticated_only(), memory_bus()).await?;
+    let mut claims =
+        pulse_auth::Claims::new("eve", vec![pulse_protocol::ChannelPattern::parse("*")?], Duration::from_secs(7200));
+    claims.nbf = Some(unix_now() + 3600);
+    let early = claims.sign_hs256(SECRET.as_bytes())?;
+
+    let mut client = WsClient::connect(&gw.ws_url(&format!("?token={early}"))).await?;
+    let (_, closed) = client.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4403), "{closed:?}");
+    assert!(closed.reason.contains("not valid yet"), "{closed:?}");
+
+    let mut client = gw.connect().await?;
+    client.send(&ClientMessage::Auth { token: early.clone() }).await?;
+    let (_, closed) = client.recv_until_closed(DEADLINE).await?;
+    assert_eq!(closed.code, Some(4403), "{closed:?}");
+
+    let response = reqwest::Client::new().get(gw.http_url("/sse?channels=alerts")).bearer_auth(&early).send().await?;
+    assert_eq!(response.status(), 401);
+    Ok(())
+}
+
+/// A validly signed token with `exp` ≥ 2^63 (beyond any clock) works as
+/// a far-future one: no connection task panics on it.
+#[tokio::test]
+async fn a_far_future_expiry_is_served_without_overflow() -> anyhow::Result<()> {
+    let gw = spawn(authenticated_only(), memory_bus()).await?;
+    for exp in [1u64 << 63, u64::MAX] {
+        let mut claims =
+            pulse_auth::Claims::new("zed", vec![pulse_protocol::ChannelPattern::parse("*")?], Duration::ZERO);
+        claims.exp = exp;
+        let far = claims.sign_hs256(SECRET.as_bytes())?;
+
+        let mut client = gw.connect_with(&format!("?token={far}"), &[]).await?;
+        subscribe(&mut client, &channel("alerts"), None).await?;
+        ping_barrier(&mut client, 1).await?;
+
+        let mut client = gw.connect().await?;
+        client.send(&ClientMessage::Auth { token: far.clone() }).await?;
+        subscribe(&mut client, &channel("alerts"), None).await?;
+        // And as a replacement.
+        client.send(&ClientMessage::Auth { token: far.clone() }).await?;
+        let before = ping_barrier(&mut client, 2).await?;
+        assert!(before.is_empty(), "{before:?}");
+
+        let response = reqwest::Client::new().get(gw.http_url("/sse?channels=alerts")).bearer_auth(&far).send().await?;
+        assert_eq!(response.status(), 200, "{exp}");
+    }
+    Ok(())
+}
+
+/// A replacement token past its `exp` but inside the leeway is refused
+/// like an expired one: an error frame, and the current token stays.
+#[tokio::test]
+async fn a_replacement_expired_inside_the_leeway_keeps_the_current_token() -> anyhow::Result<()> {
+    let mut s = authenticated_only();
+    s.auth.leeway_secs = 60;
+    let gw = spawn(s, memory_bus()).await?;
+    let current = token("carol", &["*"], Duration::from_secs(300));
+    let mut client = gw.connect_with(&format!("?token={current}"), &[]).await?;
+    subscribe(&mut client, &channel("alerts"), None).await?;
+
+    let mut lapsed =
+        pulse_auth::Claims::new("carol", vec![pulse_protocol::ChannelPattern::parse("*")?], Duration::ZERO);
+    lapsed.exp = unix_now() - 5;
+    client.send(&ClientMessage::Auth { token: lapsed.sign_hs256(SECRET.as_bytes())? }).await?;
+    let (code, message) = recv_error(&mut client).await?;
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(message.contains("expired") && message.contains("previous token"), "{message}");
+    // Still open, still subscribed under the current token.
+    ping_barrier(&mut client, 3).await?;
+    subscribe(&mut client, &channel("decisions"), None).await?;
+    Ok(())
+}
