@@ -34,7 +34,9 @@ struct Slot {
     tag: Tag,
     key: SubKey,
     replay: Option<AbortHandle>,
-    presence: bool,
+    /// The identity that joined presence, if the channel tracks it: a
+    /// connection that changes token later leaves under the same name.
+    presence: Option<Box<str>>,
 }
 
 /// One client connection (either transport). Dropping it unsubscribes
@@ -117,10 +119,11 @@ impl Connection {
                 });
             }
         };
-        let presence = inner.presence.tracks(&channel);
-        if presence {
-            inner.presence.join(&channel, self.identity.name());
-        }
+        let presence = inner.presence.tracks(&channel).then(|| {
+            let name = self.identity.name();
+            inner.presence.join(&channel, name);
+            Box::from(name)
+        });
         let replay = match since {
             None => {
                 self.queue.release(tag, head, |offset| subscribed(&channel, offset, true));
@@ -170,6 +173,22 @@ impl Connection {
             .collect()
     }
 
+    /// After a token change: presence shows the new identity in place of
+    /// the one that joined.
+    pub(crate) fn rename_presence(&mut self) {
+        let presence = &self.gw.inner.presence;
+        let name = self.identity.name();
+        for slot in &mut self.slots {
+            if let Some(joined) = slot.presence.as_mut()
+                && **joined != *name
+            {
+                presence.join(&slot.channel, name);
+                presence.leave(&slot.channel, joined);
+                *joined = Box::from(name);
+            }
+        }
+    }
+
     fn release(&self, slot: Slot) {
         if let Some(replay) = &slot.replay {
             replay.abort();
@@ -177,8 +196,8 @@ impl Connection {
         self.queue.discard(slot.tag);
         let inner = &self.gw.inner;
         inner.hub.unsubscribe(&slot.channel, slot.key);
-        if slot.presence {
-            inner.presence.leave(&slot.channel, self.identity.name());
+        if let Some(name) = &slot.presence {
+            inner.presence.leave(&slot.channel, name);
         }
     }
 }

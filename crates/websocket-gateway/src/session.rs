@@ -557,6 +557,7 @@ fn authenticate(conn: &mut Connection, token: &str) -> Handled {
                     channel: Some(channel),
                 });
             }
+            conn.rename_presence();
             Handled::IdentityChanged
         }
         // Anonymous access is on and the connection uses it: a token that
