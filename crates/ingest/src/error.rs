@@ -325,14 +325,26 @@ pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
     error_response(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()), None)
 }
 
-/// Answers requests with a method the path does not accept.
-pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    error_response(
+/// Answers requests with a method the path does not accept, naming the one
+/// it does in `Allow`.
+pub(crate) async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
+    let mut response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.path()),
+        format!("{} is not allowed on {}; use {allow}", req.method(), req.path()),
         None,
-    )
+    );
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The query string extractor's configuration: a query that does not parse
+/// (a parameter given twice, for instance) is a JSON 400 like every other
+/// bad input, not actix's plain-text one.
+pub(crate) fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        InputError::bad_request("invalid_field", None, format!("the query string is not valid: {err}")).into()
+    })
 }
 
 #[cfg(test)]

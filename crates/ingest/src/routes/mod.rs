@@ -11,7 +11,7 @@ mod shared;
 use actix_web::middleware::from_fn;
 use actix_web::{Resource, Route, web};
 
-use crate::error::{json_config, method_not_allowed, not_found};
+use crate::error::{json_config, method_not_allowed, not_found, query_config};
 use crate::observe::observe;
 use crate::state::IngestState;
 
@@ -58,22 +58,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: IngestState) {
         web::scope(API_PREFIX)
             .app_data(web::Data::new(state))
             .app_data(json)
+            .app_data(query_config())
             .wrap(from_fn(observe))
             // Outermost: a preflight is answered before anything else runs.
             .wrap(cors)
-            .service(resource("/reports", web::post().to(reports::post_report)))
-            .service(resource("/heartbeats", web::post().to(heartbeats::post_heartbeat)))
-            .service(resource("/decisions", web::post().to(decisions::post_decision)))
-            .service(resource("/publish", web::post().to(publish::post_publish)))
-            .service(resource("/agents", web::get().to(read::get_agents)))
-            .service(resource("/agents/{agent_id}", web::get().to(read::get_agent)))
-            .service(resource("/alerts", web::get().to(read::get_alerts)))
-            .service(resource("/channels/{channel}/history", web::get().to(history::get_history)))
+            .service(resource("/reports", "POST", web::post().to(reports::post_report)))
+            .service(resource("/heartbeats", "POST", web::post().to(heartbeats::post_heartbeat)))
+            .service(resource("/decisions", "POST", web::post().to(decisions::post_decision)))
+            .service(resource("/publish", "POST", web::post().to(publish::post_publish)))
+            .service(resource("/agents", "GET", web::get().to(read::get_agents)))
+            .service(resource("/agents/{agent_id}", "GET", web::get().to(read::get_agent)))
+            .service(resource("/alerts", "GET", web::get().to(read::get_alerts)))
+            .service(resource("/channels/{channel}/history", "GET", web::get().to(history::get_history)))
             .default_service(web::to(not_found)),
     );
 }
 
-/// A resource with one route, answering other methods with a JSON 405.
-fn resource(path: &str, route: Route) -> Resource {
-    web::resource(path).route(route).default_service(web::to(method_not_allowed))
+/// A resource with one route, answering other methods with a JSON 405 and
+/// the `Allow` header naming `method` (RFC 9110, section 15.5.6).
+fn resource(path: &str, method: &'static str, route: Route) -> Resource {
+    web::resource(path).route(route).default_service(web::to(move |req| method_not_allowed(req, method)))
 }

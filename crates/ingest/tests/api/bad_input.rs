@@ -113,7 +113,14 @@ async fn unknown_routes_and_methods_answer_in_json() {
     let app = spawn_app().await;
     let (status, error) = error_of(app.get("/api/v1/nothing-here", None).await).await;
     assert_eq!((status, error.code.as_str()), (StatusCode::NOT_FOUND, "not_found"));
-    let (status, error) = error_of(app.get("/api/v1/reports", None).await).await;
+    let response = app.get("/api/v1/reports", None).await;
+    assert_eq!(response.headers()["allow"], "POST", "a 405 names the method the path takes");
+    let (status, error) = error_of(response).await;
     assert_eq!((status, error.code.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    // A query string that does not parse is a JSON 400 too.
+    let response = app.get("/api/v1/channels/deploys/history?limit=1&limit=2", Some(&app.admin_token())).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let (status, error) = error_of(response).await;
+    assert_eq!((status, error.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_field"));
     let _ = disk_failing();
 }
