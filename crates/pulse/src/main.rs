@@ -126,7 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.gateway.static_dir = Some(dir);
     }
     let _telemetry = pulse_runtime::init_telemetry("pulse", &settings.telemetry)?;
-    pulse_runtime::raise_open_file_limit();
+    settings.gateway.max_connections = pulse_runtime::fit_connections_to_file_limit(settings.gateway.max_connections);
     let app = Standalone::build(settings).await.context("cannot start pulse")?;
     let s = app.settings();
     tracing::info!(port = app.port(), bus = ?s.bus, demo = s.demo.enabled, "pulse listening");

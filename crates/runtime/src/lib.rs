@@ -55,7 +55,7 @@ pub mod telemetry;
 
 pub use cors::cors;
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
-pub use listener::{listen, raise_open_file_limit};
+pub use listener::{connections_within, fit_connections_to_file_limit, listen, raise_open_file_limit};
 pub use metrics::{FRAME_BUCKETS, LATENCY_BUCKETS, MetricsError, install_metrics};
 /// The handle [`install_metrics`] returns, re-exported so services need not
 /// depend on the exporter crate.

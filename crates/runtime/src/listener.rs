@@ -49,9 +49,47 @@ pub fn raise_open_file_limit() -> Option<u64> {
     }
 }
 
+/// The most connections a process may hold with `limit` open files: all
+/// but a reserve for everything else it opens (listeners, Redis
+/// connections, log and telemetry sockets): a quarter of the limit, at most
+/// 1024.
+pub fn connections_within(limit: u64) -> usize {
+    let reserve = (limit / 4).min(1024);
+    usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
+}
+
+/// Raises the open-file limit ([`raise_open_file_limit`]) and holds
+/// `max_connections` below what it allows ([`connections_within`]), with a
+/// warning when it must lower it: past the limit, an accepted connection
+/// would get no answer at all (and nor would `/healthz`), where below it
+/// the server answers 503.
+pub fn fit_connections_to_file_limit(max_connections: usize) -> usize {
+    let Some(limit) = raise_open_file_limit() else { return max_connections };
+    let allowed = connections_within(limit);
+    if max_connections > allowed {
+        tracing::warn!(
+            max_connections,
+            allowed,
+            open_file_limit = limit,
+            "gateway.max_connections is above what the open-file limit allows; holding it at the lower value \
+             (raise the limit, e.g. the container's nofile ulimit)"
+        );
+        return allowed;
+    }
+    max_connections
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_leave_a_reserve_of_open_files() {
+        assert_eq!(connections_within(256), 192);
+        assert_eq!(connections_within(1024), 768);
+        assert_eq!(connections_within(1_048_576), 1_047_552);
+        assert_eq!(connections_within(0), 0);
+    }
 
     #[tokio::test]
     async fn listens_on_a_free_port_and_accepts() {

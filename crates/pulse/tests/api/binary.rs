@@ -27,9 +27,14 @@ impl Drop for Running {
 
 /// Starts `binary` in `dir` on a free port and reads the address it prints.
 fn start(binary: &std::path::Path, dir: &std::path::Path) -> Running {
-    let mut child = Command::new(binary)
-        .args(["--port", "0", "--no-demo"])
-        .current_dir(dir)
+    let mut command = Command::new(binary);
+    command.args(["--port", "0", "--no-demo"]).current_dir(dir);
+    start_command(command)
+}
+
+/// Runs `command` (which starts `pulse`) and reads the address it prints.
+fn start_command(mut command: Command) -> Running {
+    let mut child = command
         .env_remove("PULSE_CONFIG")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -47,6 +52,36 @@ fn start(binary: &std::path::Path, dir: &std::path::Path) -> Running {
     });
     let url = rx.recv_timeout(DEADLINE).expect("pulse prints its address");
     Running { child, url }
+}
+
+/// Started with few open files allowed and the default `max_connections`
+/// (100,000), connections past what the limit allows are refused with 503,
+/// and `/healthz` keeps answering, instead of connections that get no answer
+/// at all.
+#[tokio::test]
+async fn connections_past_the_open_file_limit_are_refused_with_503() {
+    let mut command = Command::new("sh");
+    // `ulimit -n` sets the soft and the hard limit: Pulse cannot raise it.
+    command.args(["-c", "ulimit -n 256 && exec \"$0\" --port 0 --no-demo", PULSE]);
+    // One test client opens them all at once.
+    command.env("PULSE__LIMITS__CONNECTIONS_PER_IP_PER_SEC", "100000");
+    let running = start_command(command);
+    let ws_url = format!("{}/ws", running.url.replacen("http://", "ws://", 1));
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..230 {
+        match WsClient::connect_status(&ws_url, &[]).await.expect("every connection gets an answer") {
+            Ok(client) => open.push(client),
+            Err(status) => {
+                assert_eq!(status, 503);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the limit leaves room for fewer than 230 connections");
+    assert!(open.len() <= pulse_runtime::connections_within(256), "{} connections held", open.len());
+    let health = reqwest::Client::builder().timeout(DEADLINE).build().unwrap();
+    assert_eq!(health.get(format!("{}/healthz", running.url)).send().await.unwrap().status(), 200);
 }
 
 /// Copied alone into an empty directory and run from there, the binary

@@ -22,10 +22,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
+    let mut settings = Settings::load(cli.config.as_deref())?;
     let _telemetry = pulse_runtime::init_telemetry("pulse-gateway", &settings.telemetry)?;
     let metrics = pulse_runtime::install_metrics()?;
-    pulse_runtime::raise_open_file_limit();
+    settings.gateway.max_connections = pulse_runtime::fit_connections_to_file_limit(settings.gateway.max_connections);
     let redis = &settings.redis;
     let bus = RedisBus::connect(redis.bus_config()).await.context("connecting to Redis")?;
     // Only reads from the store (`refresh` of agents and alerts).
