@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use crate::position::Position;
+use pulse_protocol::{Epoch, Position};
 
 /// What a client sent or got on one channel, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,11 +168,10 @@ pub fn verdict(acknowledged: &Acknowledged, seen: &[Seen]) -> Verdict {
             v.duplicate_deliveries += 1;
             continue;
         }
-        let position = Position::parse(id).ok();
-        let regressed = matches!(
-            (&last_position, &position),
-            (Some(last), Some(now)) if now.compare(last).is_some_and(|o| o.is_le())
-        );
+        let position = id.parse::<Position>().ok();
+        // Within one epoch an id must be after the previous one; positions
+        // of different epochs are not compared.
+        let regressed = matches!((&last_position, &position), (Some(last), Some(now)) if !now.follows(last));
         if position.is_some() {
             last_position = position;
         }
@@ -256,7 +255,7 @@ pub fn duplicate_publishes<'a>(
 /// ids count as one unknown epoch: the strict reading).
 fn one_epoch_twice(ids: &BTreeSet<String>) -> bool {
     let mut epochs = HashSet::new();
-    ids.iter().any(|id| !epochs.insert(Position::parse(id).ok().and_then(|p| p.epoch)))
+    ids.iter().any(|id| !epochs.insert(id.parse::<Position>().map_or(Epoch::NONE, |p| p.epoch)))
 }
 
 #[cfg(test)]

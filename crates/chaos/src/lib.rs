@@ -10,11 +10,9 @@
 //! - [`accounting`]: the verdict — delivered exactly once and in order, or
 //!   told; never a silent loss; never published twice.
 //! - [`scenario`]: the faults and the run around each.
-//! - [`position`]: stream positions with epochs.
 
 pub mod accounting;
 pub mod client;
-pub mod position;
 pub mod publisher;
 pub mod scenario;
 pub mod stack;
