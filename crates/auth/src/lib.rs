@@ -225,6 +225,45 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// Verifies `token` with the configured key; without one, nothing verifies.
+///
+/// # Errors
+/// [`AuthError::Invalid`] when no key is configured or the token does not
+/// verify; [`AuthError::Expired`] past its `exp`.
+pub fn verify_with(verifier: Option<&Verifier>, token: &str) -> Result<Claims, AuthError> {
+    match verifier {
+        Some(verifier) => verifier.verify(token),
+        None => Err(AuthError::Invalid("no key to verify tokens is configured".into())),
+    }
+}
+
+/// The one rule for a token a request presents, in every service: verified,
+/// it grants its claims (`Some`). With `anonymous` access on, one that does
+/// not verify is ignored (`None`, logged at debug): the request proceeds as
+/// it would have without it.
+///
+/// # Errors
+/// As [`verify_with`], when `anonymous` is off.
+pub fn verify_presented(
+    verifier: Option<&Verifier>,
+    token: &str,
+    anonymous: bool,
+) -> Result<Option<Claims>, AuthError> {
+    match verify_with(verifier, token) {
+        Ok(claims) => Ok(Some(claims)),
+        Err(err) if anonymous => {
+            ignored(&err);
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Logs a token that anonymous access lets the client do without.
+pub fn ignored(err: &AuthError) {
+    tracing::debug!(error = %err, "token ignored: it does not verify and anonymous access is on");
+}
+
 impl Verifier {
     /// Verifies HS256 tokens signed with `secret`.
     pub fn hs256(secret: &[u8]) -> Self {

@@ -253,24 +253,14 @@ impl FromRequest for Reader {
             Err(err) => Err(err),
             Ok(None) if state.anonymous_read() => Ok(Reader::Anonymous),
             Ok(None) => Err(AuthError::Missing("token")),
-            Ok(Some(token)) => match state.verifier() {
-                None => Err(AuthError::InvalidToken("no key to verify tokens is configured".into())),
-                Some(verifier) => verifier.verify(token).map(Reader::Token).map_err(|e| match e {
+            Ok(Some(token)) => pulse_auth::verify_presented(state.verifier(), token, state.anonymous_read())
+                .map(|claims| claims.map_or(Reader::Anonymous, Reader::Token))
+                .map_err(|e| match e {
                     pulse_auth::AuthError::Expired => AuthError::TokenExpired,
                     pulse_auth::AuthError::Invalid(why) => AuthError::InvalidToken(why),
                 }),
-            },
         };
-        // With anonymous reads on, a token that verifies grants its claims
-        // and one that does not is ignored: the request proceeds as if it
-        // had none (the gateway does the same).
-        ready(match reader {
-            Err(err) if state.anonymous_read() => {
-                tracing::debug!(error = %err, "token ignored: it does not verify and anonymous reads are on");
-                Ok(Reader::Anonymous)
-            }
-            other => other,
-        })
+        ready(reader)
     }
 }
 

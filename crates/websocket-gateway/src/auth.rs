@@ -62,29 +62,10 @@ impl Identity {
 /// request proceeds anonymously, as it would have without it.
 pub(crate) fn identify(req: &RequestHead, verifier: Option<&Verifier>, anonymous: bool) -> Result<Identity, AuthError> {
     match request_token(req) {
-        Some(token) => match verify(verifier, &token) {
-            Ok(claims) => Ok(Identity::from_claims(claims)),
-            Err(err) if anonymous => {
-                ignored_token(&err);
-                Ok(Identity::Anonymous)
-            }
-            Err(err) => Err(err),
-        },
+        Some(token) => Ok(pulse_auth::verify_presented(verifier, &token, anonymous)?
+            .map_or(Identity::Anonymous, Identity::from_claims)),
         None if anonymous => Ok(Identity::Anonymous),
         None => Ok(Identity::Unauthenticated),
-    }
-}
-
-/// Logs a token that anonymous access lets the client do without.
-pub(crate) fn ignored_token(err: &AuthError) {
-    tracing::debug!(error = %err, "token ignored: it does not verify and anonymous access is on");
-}
-
-/// Verifies `token`; without a configured key nothing verifies.
-pub(crate) fn verify(verifier: Option<&Verifier>, token: &str) -> Result<Claims, AuthError> {
-    match verifier {
-        Some(verifier) => verifier.verify(token),
-        None => Err(AuthError::Invalid("this gateway has no key to verify tokens".into())),
     }
 }
 

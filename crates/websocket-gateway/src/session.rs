@@ -20,7 +20,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::auth::{self, Identity};
+use crate::auth::Identity;
 use crate::connection::Connection;
 use crate::frames::{self, FrameError, Incoming, Reader};
 use crate::limits::TokenBucket;
@@ -542,7 +542,7 @@ fn authenticate(conn: &mut Connection, token: &str) -> Handled {
     // A replacement already past its `exp` (verified inside the leeway)
     // would end the connection at once although the current token is still
     // valid: it is refused like any expired one.
-    let verified = match auth::verify(conn.gw.inner.verifier.as_ref(), token) {
+    let verified = match pulse_auth::verify_with(conn.gw.inner.verifier.as_ref(), token) {
         Ok(claims) if !first && claims.is_expired() => Err(pulse_auth::AuthError::Expired),
         verified => verified,
     };
@@ -563,7 +563,7 @@ fn authenticate(conn: &mut Connection, token: &str) -> Handled {
         // Anonymous access is on and the connection uses it: a token that
         // does not verify changes nothing (as on connect).
         Err(err) if matches!(conn.identity, Identity::Anonymous) => {
-            auth::ignored_token(&err);
+            pulse_auth::ignored(&err);
             Handled::Continue
         }
         Err(pulse_auth::AuthError::Expired) if first => {
