@@ -57,6 +57,12 @@ impl ClientMessage {
         if !CLIENT_TYPES.contains(&kind.as_str()) {
             return Err(ProtocolError::UnknownType(kind.chars().take(64).collect()));
         }
+        // A bad channel name is its own error, not a malformed message.
+        if let Some(serde_json::Value::String(name)) = value.get("channel")
+            && let Err(err) = Channel::parse(name)
+        {
+            return Err(ProtocolError::InvalidChannel(err.to_string()));
+        }
         serde_json::from_value(value).map_err(|e| ProtocolError::malformed(&format!("{kind} message"), &e))
     }
 
@@ -258,6 +264,14 @@ mod tests {
         assert_eq!(ClientMessage::parse(r#"{"channel":"a"}"#), Err(ProtocolError::MissingType));
         assert_eq!(ClientMessage::parse(r#"{"type":7}"#), Err(ProtocolError::MissingType));
         assert_eq!(ClientMessage::parse(r#"{"type":"dance"}"#), Err(ProtocolError::UnknownType("dance".into())));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channel":"no spaces"}"#),
+            Err(ProtocolError::InvalidChannel(_))
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channel":7}"#),
+            Err(ProtocolError::Malformed { .. })
+        ));
         let err = ClientMessage::parse(r#"{"type":"subscribe"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field `channel`"), "{err}");
         let err = ClientMessage::parse(r#"{"type":"subscribe","channel":"a b"}"#).unwrap_err();

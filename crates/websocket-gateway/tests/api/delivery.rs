@@ -58,10 +58,14 @@ async fn unsubscribe_stops_delivery() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn bare_and_json_ping_get_pong() -> anyhow::Result<()> {
+async fn bare_ping_gets_bare_pong_and_json_ping_json_pong() -> anyhow::Result<()> {
     let gw = spawn(settings(), memory_bus()).await?;
     let mut client = gw.connect().await?;
+    // What hand-written clients send and check for: `ws.send('ping')` …
+    // `if (event.data === 'pong') return;`.
     client.send_text("ping").await?;
+    assert_eq!(client.recv_text(DEADLINE).await?, "pong");
+    client.send_text(r#"{"type":"ping"}"#).await?;
     assert_eq!(client.recv_control(DEADLINE).await?, ControlMessage::Pong { id: None });
     client.send_text(r#"{"type":"ping","id":"abc"}"#).await?;
     assert_eq!(client.recv_control(DEADLINE).await?, ControlMessage::Pong { id: Some(serde_json::json!("abc")) });
