@@ -454,3 +454,208 @@ fn error_code(err: &ProtocolError) -> ErrorCode {
         _ => ErrorCode::BadRequest,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The core without sockets: a transport made of channels, the memory
+    //! bus, and paused time.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pulse_bus::{Bus, MemoryBus, MemoryBusConfig};
+    use pulse_protocol::{EventDraft, EventType, ServerFrame};
+    use pulse_runtime::{Health, Shutdown};
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+    use crate::{Gateway, NoState, Settings};
+
+    /// A transport whose client is the test: it says what the client does
+    /// on `heard` and reads what the core sent from `sent`. While `stuck`,
+    /// written frames stay unsent.
+    struct Fake {
+        heard: mpsc::UnboundedReceiver<Heard>,
+        sent: mpsc::UnboundedSender<String>,
+        stuck: Arc<AtomicBool>,
+        unsent: usize,
+        ended: Option<oneshot::Sender<Option<u16>>>,
+    }
+
+    impl Transport for Fake {
+        const SPEAKS: bool = true;
+
+        fn send(&mut self, frames: &mut VecDeque<Outbound>) -> io::Result<()> {
+            for frame in frames.drain(..) {
+                if self.stuck.load(Ordering::SeqCst) {
+                    self.unsent += frame.text.len();
+                } else {
+                    let _ = self.sent.send(frame.text.to_string());
+                }
+            }
+            Ok(())
+        }
+
+        fn unsent(&self) -> usize {
+            self.unsent
+        }
+
+        fn heartbeat(&mut self) -> io::Result<()> {
+            let _ = self.sent.send("<ping>".into());
+            Ok(())
+        }
+
+        async fn next(&mut self) -> Heard {
+            match self.heard.recv().await {
+                Some(Heard::Flushed) => {
+                    self.unsent = 0;
+                    Heard::Flushed
+                }
+                Some(heard) => heard,
+                None => std::future::pending().await,
+            }
+        }
+
+        async fn finish(mut self, ending: Option<CloseReason>, _wait: Duration) {
+            if let Some(ended) = self.ended.take() {
+                let _ = ended.send(ending.map(|reason| u16::from(reason.code)));
+            }
+        }
+    }
+
+    struct Harness {
+        gw: Gateway,
+        bus: Arc<dyn Bus>,
+        heard: mpsc::UnboundedSender<Heard>,
+        sent: mpsc::UnboundedReceiver<String>,
+        stuck: Arc<AtomicBool>,
+        ended: oneshot::Receiver<Option<u16>>,
+    }
+
+    impl Harness {
+        fn start(configure: impl FnOnce(&mut Settings)) -> Self {
+            let mut settings = Settings::defaults().unwrap();
+            settings.auth.anonymous = true;
+            configure(&mut settings);
+            let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(MemoryBusConfig::default()));
+            let gw = Gateway::start(settings, bus.clone(), Arc::new(NoState), Health::new(), Shutdown::new()).unwrap();
+            let anonymous = gw.settings().auth.anonymous;
+            let identity = if anonymous { Identity::Anonymous } else { Identity::Unauthenticated };
+            let client = Client::new(gw.clone(), "test", gw.acquire_connection().unwrap(), identity);
+            let (heard_tx, heard) = mpsc::unbounded_channel();
+            let (sent, sent_rx) = mpsc::unbounded_channel();
+            let (ended_tx, ended) = oneshot::channel();
+            let stuck = Arc::new(AtomicBool::new(false));
+            let transport = Fake { heard, sent, stuck: stuck.clone(), unsent: 0, ended: Some(ended_tx) };
+            tokio::spawn(run(client, transport));
+            Self { gw, bus, heard: heard_tx, sent: sent_rx, stuck, ended }
+        }
+
+        fn say(&self, text: &str) {
+            self.heard.send(Heard::Text(ByteString::from(text.to_owned()))).unwrap();
+        }
+
+        /// The next frame sent that is not a heartbeat.
+        async fn frame(&mut self) -> String {
+            loop {
+                let frame = self.sent.recv().await.expect("the connection ended");
+                if frame != "<ping>" {
+                    return frame;
+                }
+            }
+        }
+
+        async fn control(&mut self) -> ControlMessage {
+            match ServerFrame::parse(&self.frame().await).unwrap() {
+                ServerFrame::Control(message) => message,
+                other => panic!("expected a control message, got {other:?}"),
+            }
+        }
+
+        async fn ended(self) -> Option<u16> {
+            self.ended.await.unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn welcome_then_bare_pong_and_json_errors_naming_the_problem() {
+        let mut h = Harness::start(|_| {});
+        assert!(matches!(h.control().await, ControlMessage::Welcome { authenticated: true, .. }));
+        h.say("ping");
+        assert_eq!(h.frame().await, "pong");
+        h.say(r#"{"type":"subscribe","channel":"bad name"}"#);
+        assert!(matches!(h.control().await, ControlMessage::Error { code: ErrorCode::InvalidChannel, .. }));
+        h.say(r#"{"type":"dance"}"#);
+        assert!(matches!(h.control().await, ControlMessage::Error { code: ErrorCode::UnknownType, .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_auth_in_time_closes_4403() {
+        let h = Harness::start(|s| s.auth.anonymous = false);
+        assert_eq!(h.ended().await, Some(close::UNAUTHORIZED));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_gets_heartbeats_then_is_closed_4001() {
+        let mut h = Harness::start(|_| {});
+        let mut pings = 0;
+        while let Some(frame) = h.sent.recv().await {
+            pings += usize::from(frame == "<ping>");
+        }
+        assert!(pings >= 2, "{pings} heartbeats before the timeout");
+        assert_eq!(h.ended().await, Some(close::HEARTBEAT_TIMEOUT));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_closes_1012_within_the_window() {
+        let h = Harness::start(|s| s.gateway.drain_window = Duration::from_secs(5));
+        let started = Instant::now();
+        h.gw.drain();
+        let ended = h.ended().await;
+        assert_eq!(ended, Some(close::SERVICE_RESTART));
+        assert!(started.elapsed() <= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_take_its_frames_is_closed_4000() {
+        let mut h = Harness::start(|s| {
+            s.gateway.queue_capacity = 1000;
+            s.gateway.queue_bytes = 64 * 1024;
+        });
+        h.say(r#"{"type":"subscribe","channel":"big"}"#);
+        assert!(matches!(h.control().await, ControlMessage::Welcome { .. }));
+        assert!(matches!(h.control().await, ControlMessage::Subscribed { .. }));
+        h.stuck.store(true, Ordering::SeqCst);
+        // Ten events of 10 KiB: far fewer than the frame capacity, more than
+        // the byte bound.
+        let channel = Channel::parse("big").unwrap();
+        for _ in 0..10 {
+            let draft = EventDraft::new(EventType::parse("t.big").unwrap(), serde_json::json!("x".repeat(10_240)));
+            h.bus.publish(&channel, draft).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(h.ended().await, Some(close::SLOW_CONSUMER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_new_snapshot_while_the_previous_one_is_queued() {
+        let mut h = Harness::start(|_| {});
+        h.say(r#"{"type":"subscribe","channel":"state"}"#);
+        assert!(matches!(h.control().await, ControlMessage::Welcome { .. }));
+        assert!(matches!(h.control().await, ControlMessage::Subscribed { .. }));
+        h.stuck.store(true, Ordering::SeqCst);
+        h.say("ping");
+        h.say(r#"{"type":"refresh","channel":"state"}"#);
+        h.say(r#"{"type":"refresh","channel":"state"}"#);
+        h.say(r#"{"type":"ping","id":1}"#);
+        // Time is paused: this returns once the core has handled all of it.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        h.stuck.store(false, Ordering::SeqCst);
+        h.heard.send(Heard::Flushed).unwrap();
+        // The pong went out before the transport was flushed; then the
+        // queued frames in order.
+        assert!(matches!(h.control().await, ControlMessage::Snapshot { .. }));
+        assert!(matches!(h.control().await, ControlMessage::Error { code: ErrorCode::RateLimited, .. }));
+        assert!(matches!(h.control().await, ControlMessage::Pong { .. }));
+    }
+}

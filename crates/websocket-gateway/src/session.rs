@@ -200,7 +200,7 @@ impl WebSocket {
             Incoming::Close(Some(theirs)) => Heard::Closing(if frames::valid_close_code(u16::from(theirs.code)) {
                 CloseReason::from(theirs.code)
             } else {
-                reason(1002, "invalid close code")
+                reason(pulse_protocol::browser::close::PROTOCOL_ERROR, "invalid close code")
             }),
         }
     }
