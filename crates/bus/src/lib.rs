@@ -26,12 +26,14 @@
 //! [`BusMessage::Gap`] instead.
 
 mod backoff;
+pub mod deadline;
 mod error;
 mod link;
 mod memory;
 mod redis_bus;
 pub mod redis_lua;
 mod router;
+pub mod settings;
 mod subscription;
 
 use std::sync::Arc;
@@ -40,10 +42,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 
-pub use error::{BusError, is_unavailable as redis_unavailable};
+pub use backoff::backoff;
+pub use error::{BusError, error_chain, is_unavailable as redis_unavailable};
 pub use link::LinkState;
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use redis_bus::{RedisBus, RedisBusConfig};
+pub use settings::RedisSettings;
 pub use subscription::Subscription;
 
 /// Events kept per channel when no setting says otherwise: how far back a
