@@ -99,6 +99,8 @@ pub struct RedisBus {
 
 struct Inner {
     pool: Pool,
+    /// For connections outside the pool ([`RedisBus::open_connection`]).
+    client: redis::Client,
     keys: Keys,
     /// The deadline of every request (`redis.request_timeout`).
     request_timeout: Duration,
@@ -152,6 +154,7 @@ impl RedisBus {
         let bus = Self {
             inner: Arc::new(Inner {
                 pool,
+                client: client.clone(),
                 keys: keys.clone(),
                 request_timeout,
                 configured_history_len: config.history_len.max(1),
@@ -191,6 +194,21 @@ impl RedisBus {
     /// The connection pool, for other crates' scripts (see [`redis_lua`]).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// A new multiplexed connection to the bus's Redis, outside the pool,
+    /// driven by a task on the calling thread's runtime: a thread that keeps
+    /// one for itself sends commands and receives answers without waking
+    /// another thread (each actix worker runs its own runtime).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when Redis does not answer within
+    /// `redis.request_timeout`.
+    pub async fn open_connection(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
+        crate::deadline::within(self.inner.request_timeout, self.inner.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|err| BusError::from(err).read())
     }
 
     pub fn keys(&self) -> &Keys {
@@ -405,7 +423,8 @@ impl Bus for RedisBus {
         let conn = self.inner.conn("check").await?;
         // A replica answers PING too; only a primary takes publishes.
         let role: Vec<redis::Value> =
-            within_deadline!(self.inner, "check", conn, redis::cmd("ROLE").query_async(&mut *conn)).map_err(BusError::read)?;
+            within_deadline!(self.inner, "check", conn, redis::cmd("ROLE").query_async(&mut *conn))
+                .map_err(BusError::read)?;
         match role.first() {
             Some(redis::Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
             _ => Err(BusError::Unavailable("redis is not a primary (read-only replica); waiting for failover".into())),

@@ -94,7 +94,6 @@ pub mod duration {
     }
 }
 
-
 /// The Redis bus and store (`[redis]`). Every field has a default, so a
 /// local Redis needs no settings.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -17,7 +17,6 @@ use pulse_websocket_gateway::{Gateway, StoreSnapshots};
 
 use crate::settings::Settings;
 
-
 /// Standalone Pulse, bound and ready to run.
 pub struct Standalone {
     port: u16,

@@ -64,12 +64,12 @@ pub mod telemetry;
 
 pub use cors::cors;
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
+pub use http::{NotBearer, bearer};
 pub use listener::{connections_within, fit_connections_to_file_limit, listen, raise_open_file_limit};
 pub use metrics::{FRAME_BUCKETS, LATENCY_BUCKETS, MetricsError, install_metrics};
 /// The handle [`install_metrics`] returns, re-exported so services need not
 /// depend on the exporter crate.
 pub use metrics_exporter_prometheus::PrometheusHandle;
-pub use http::{NotBearer, bearer};
 pub use service::{Backend, BusKind, Cli, DRAIN_GRACE, connect, connect_retrying, run_until};
 pub use settings::reference::keys_of;
 pub use settings::{

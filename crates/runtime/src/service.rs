@@ -229,10 +229,13 @@ mod tests {
         shutdown.trigger();
         let started = std::time::Instant::now();
         let never = std::future::pending::<()>();
-        tokio::time::timeout(Duration::from_secs(30), run_until(server, Health::new(), shutdown, Duration::ZERO, never))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            run_until(server, Health::new(), shutdown, Duration::ZERO, never),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         // DRAIN_GRACE, not the test's deadline.
         assert!(started.elapsed() >= DRAIN_GRACE && started.elapsed() < Duration::from_secs(20));
     }

@@ -32,6 +32,6 @@ pub mod string_list;
 
 pub use blocks::{HttpSettings, LogFormat, OtlpProtocol, TelemetrySettings};
 pub use loader::{CONFIG_FILE_ENV, ENV_PREFIX, ENV_SEPARATOR, SettingsError, SettingsLoader, load_settings};
-pub use pulse_bus::settings::duration;
 pub use pulse_bus::RedisSettings;
+pub use pulse_bus::settings::duration;
 pub use secret::Secret;

@@ -198,10 +198,6 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self {
-            dedupe_ttl: Duration::from_secs(15 * 60),
-            recent_alerts: 100,
-            max_attempts: 16,
-        }
+        Self { dedupe_ttl: Duration::from_secs(15 * 60), recent_alerts: 100, max_attempts: 16 }
     }
 }

@@ -17,12 +17,14 @@
 -- back far enough.
 local function pulse_publish(hist_key, live_key, epoch_key, epoch_candidate, maxlen, draft_json)
   local epoch = redis.call('GET', epoch_key)
-  if not epoch or redis.call('EXISTS', hist_key) == 0 then
+  local id = redis.call('XADD', hist_key, '*', 'e', draft_json)
+  local len = redis.call('XLEN', hist_key)
+  -- One event after the append: the history did not exist before it (or
+  -- had been emptied by hand, which is treated the same).
+  if not epoch or len == 1 then
     epoch = epoch_candidate
     redis.call('SET', epoch_key, epoch)
   end
-  local id = redis.call('XADD', hist_key, '*', 'e', draft_json)
-  local len = redis.call('XLEN', hist_key)
   if len > maxlen + math.floor(maxlen / 32) then
     local trimmed = redis.call('XRANGE', hist_key, '-', '+', 'COUNT', len - maxlen)
     redis.call('XTRIM', hist_key, 'MAXLEN', maxlen)

@@ -53,8 +53,7 @@ pub(crate) async fn get_agent(
         }
         .into());
     }
-    let agent =
-        backend("reading an agent", state.store().agent(&agent_id)).await?;
+    let agent = backend("reading an agent", state.store().agent(&agent_id)).await?;
     Ok(match agent {
         Some(agent) => HttpResponse::Ok().json(agent),
         None => error_response(

@@ -38,12 +38,16 @@ pub(crate) fn validate(report: &Report, max_checks: usize) -> Result<(), InputEr
         ));
     }
     for (i, check) in report.checks.iter().enumerate() {
-        let field = format!("checks[{i}].name");
+        // The field's name is only built for an error.
+        let field = || format!("checks[{i}].name");
         if check.name.trim().is_empty() {
-            return Err(InputError::invalid(&field, format!("{field} is empty")));
+            return Err(InputError::invalid(&field(), format!("{} is empty", field())));
         }
         if check.name.chars().count() > MAX_CHECK_NAME_LEN {
-            return Err(InputError::invalid(&field, format!("{field} is longer than {MAX_CHECK_NAME_LEN} characters")));
+            return Err(InputError::invalid(
+                &field(),
+                format!("{} is longer than {MAX_CHECK_NAME_LEN} characters", field()),
+            ));
         }
     }
     Ok(())

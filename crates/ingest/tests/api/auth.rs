@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    AGENT_KEY, JWT_SECRET, PUBLISHER_KEY, WEB_AGENT_KEY, disk_ok, error_of, json_of, report, spawn_app,
-    spawn_app_with, spawn_memory_app,
+    AGENT_KEY, JWT_SECRET, PUBLISHER_KEY, WEB_AGENT_KEY, disk_ok, error_of, json_of, report, spawn_app, spawn_app_with,
+    spawn_memory_app,
 };
 
 #[tokio::test]
@@ -131,8 +131,8 @@ async fn api_keys_from_the_environment_authenticate() {
         .unwrap();
     let mut keys = from_env.ingest.api_keys;
     keys.extend(short.ingest.api_keys);
-    let app = spawn_app_with(pulse_ingest::settings::BusKind::Memory, move |settings| settings.ingest.api_keys = keys)
-        .await;
+    let app =
+        spawn_app_with(pulse_ingest::settings::BusKind::Memory, move |settings| settings.ingest.api_keys = keys).await;
 
     let accepted = app.post("/api/v1/reports", Some("env-web-key-0123"), &report("web-1", "r-1", disk_ok())).await;
     assert_eq!(json_of(accepted, StatusCode::ACCEPTED).await["duplicate"], false);
@@ -140,8 +140,7 @@ async fn api_keys_from_the_environment_authenticate() {
     assert_eq!(json_of(accepted, StatusCode::ACCEPTED).await["duplicate"], false);
     // The channel limit of the JSON form holds.
     let (status, error) =
-        error_of(app.post("/api/v1/reports", Some("env-web-key-0123"), &report("db-1", "r-3", disk_ok())).await)
-            .await;
+        error_of(app.post("/api/v1/reports", Some("env-web-key-0123"), &report("db-1", "r-3", disk_ok())).await).await;
     assert_eq!((status, error.code.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
     // And the role: a publisher key cannot report.
     let (status, _) =
@@ -153,6 +152,7 @@ async fn api_keys_from_the_environment_authenticate() {
         .await;
     json_of(published, StatusCode::ACCEPTED).await;
     // The keys the tests usually use are not there.
-    let (status, _) = error_of(app.post("/api/v1/reports", Some(AGENT_KEY), &report("web-1", "r-5", disk_ok())).await).await;
+    let (status, _) =
+        error_of(app.post("/api/v1/reports", Some(AGENT_KEY), &report("web-1", "r-5", disk_ok())).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

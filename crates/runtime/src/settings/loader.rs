@@ -305,8 +305,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::settings::{HttpSettings, LogFormat, RedisSettings, Secret, TelemetrySettings};
     use crate::duration;
+    use crate::settings::{HttpSettings, LogFormat, RedisSettings, Secret, TelemetrySettings};
 
     #[derive(Debug, Deserialize)]
     struct TestSettings {

@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::rc::Rc;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 
 /// The dotted keys (`http.port`, `ingest.api_keys[].role`) of every value
 /// `T` reads, sorted. Blocks are not listed themselves, only their values;

@@ -88,7 +88,6 @@ pub struct RedisStore {
     connection: Arc<SharedConnection>,
 }
 
-
 impl RedisStore {
     /// The store on `bus`'s Redis, pool, key prefix and request deadline.
     pub fn new(bus: RedisBus, settings: StoreSettings) -> Self {
@@ -148,7 +147,6 @@ fn readable<T: DeserializeOwned>(what: &str, jsons: &[String]) -> Vec<T> {
 fn parse_id(id: &str) -> Result<Position, StoreError> {
     id.parse().map_err(|e| StoreError::corrupt("position returned by a publish", e))
 }
-
 
 #[async_trait]
 impl Store for RedisStore {

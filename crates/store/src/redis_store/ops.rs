@@ -17,7 +17,11 @@ use crate::plan;
 use crate::{AgentCounts, AlertsView, HeartbeatOutcome, ReportOutcome, StoreError};
 
 impl RedisStore {
-    pub(super) async fn op_apply_report(&self, report: &Report, trace: Option<String>) -> Result<ReportOutcome, StoreError> {
+    pub(super) async fn op_apply_report(
+        &self,
+        report: &Report,
+        trace: Option<String>,
+    ) -> Result<ReportOutcome, StoreError> {
         let agent_id = &report.agent_id;
         let fields: Vec<String> =
             plan::distinct_checks(report).iter().map(|check| plan::alert_field(agent_id, &check.name)).collect();
@@ -106,10 +110,8 @@ impl RedisStore {
     /// Reads an agent's state (for a heartbeat's plan).
     async fn read_state(&self, agent_id: &AgentId) -> Result<Known, StoreError> {
         let mut conn = self.conn().await?;
-        let state_json: Option<String> = self.call(redis::cmd("HGET")
-            .arg(&self.keys.agents)
-            .arg(agent_id.as_str())
-            .query_async(&mut conn)).await?;
+        let state_json: Option<String> =
+            self.call(redis::cmd("HGET").arg(&self.keys.agents).arg(agent_id.as_str()).query_async(&mut conn)).await?;
         Ok(self.known(agent_id, state_json, HashMap::new()))
     }
 
@@ -167,24 +169,26 @@ impl RedisStore {
 
     pub(super) async fn op_agent(&self, agent_id: &AgentId) -> Result<Option<AgentState>, StoreError> {
         let mut conn = self.conn().await?;
-        let json: Option<String> = self.call(redis::cmd("HGET")
-            .arg(&self.keys.agents)
-            .arg(agent_id.as_str())
-            .query_async(&mut conn)).await?;
+        let json: Option<String> =
+            self.call(redis::cmd("HGET").arg(&self.keys.agents).arg(agent_id.as_str()).query_async(&mut conn)).await?;
         json.as_deref().map(|json| from_json("agent state", json)).transpose()
     }
 
     pub(super) async fn op_alerts(&self) -> Result<AlertsView, StoreError> {
         let mut conn = self.conn().await?;
-        let (open, recent): (Vec<String>, Vec<String>) = self.call(redis::pipe()
-            .atomic()
-            .cmd("HVALS")
-            .arg(&self.keys.alerts_open)
-            .cmd("LRANGE")
-            .arg(&self.keys.alerts_recent)
-            .arg(0)
-            .arg(self.settings.recent_alerts.max(1) - 1)
-            .query_async(&mut conn)).await?;
+        let (open, recent): (Vec<String>, Vec<String>) = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .cmd("HVALS")
+                    .arg(&self.keys.alerts_open)
+                    .cmd("LRANGE")
+                    .arg(&self.keys.alerts_recent)
+                    .arg(0)
+                    .arg(self.settings.recent_alerts.max(1) - 1)
+                    .query_async(&mut conn),
+            )
+            .await?;
         let mut open = readable::<Alert>("open alert", &open);
         crate::memory::sort_newest_first(&mut open);
         let recent = readable("resolved alert", &recent);
@@ -273,33 +277,41 @@ impl RedisStore {
 
     pub(super) async fn op_claim_idempotency_key(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let reply: Option<String> = self.call(redis::cmd("SET")
-            .arg(self.bus_keys().key(&format!("idem:{key}")))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl).max(1))
-            .query_async(&mut conn)).await?;
+        let reply: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(self.bus_keys().key(&format!("idem:{key}")))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl).max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(reply.is_some())
     }
 
     pub(super) async fn op_release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let _: u64 = self.call(redis::cmd("DEL")
-            .arg(self.bus_keys().key(&format!("idem:{key}")))
-            .query_async(&mut conn)).await?;
+        let _: u64 = self
+            .call(redis::cmd("DEL").arg(self.bus_keys().key(&format!("idem:{key}"))).query_async(&mut conn))
+            .await?;
         Ok(())
     }
 
     pub(super) async fn op_counts(&self) -> Result<AgentCounts, StoreError> {
         let mut conn = self.conn().await?;
-        let (online, total): (u64, u64) = self.call(redis::pipe()
-            .atomic()
-            .cmd("ZCARD")
-            .arg(&self.keys.seen)
-            .cmd("HLEN")
-            .arg(&self.keys.agents)
-            .query_async(&mut conn)).await?;
+        let (online, total): (u64, u64) = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .cmd("ZCARD")
+                    .arg(&self.keys.seen)
+                    .cmd("HLEN")
+                    .arg(&self.keys.agents)
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(AgentCounts { online, offline: total.saturating_sub(online) })
     }
 

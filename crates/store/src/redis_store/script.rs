@@ -30,7 +30,6 @@ pub(super) fn script(source: &str) -> Script {
     Script::new(&format!("{}\n{source}", redis_lua::PUBLISH_FUNCTION))
 }
 
-
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {

@@ -13,8 +13,9 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = pulse_runtime::init_telemetry("pulse-gateway", &settings.telemetry)?;
     let metrics = pulse_runtime::install_metrics()?;
     settings.gateway.max_connections = pulse_runtime::fit_connections_to_file_limit(settings.gateway.max_connections);
-    let backend =
-        pulse_runtime::connect(BusKind::Redis, &settings.redis, &settings.store).await.context("connecting to Redis")?;
+    let backend = pulse_runtime::connect(BusKind::Redis, &settings.redis, &settings.store)
+        .await
+        .context("connecting to Redis")?;
     // The store answers `refresh` of agents and alerts.
     let snapshots = Arc::new(StoreSnapshots(backend.store));
     let app = Application::build(settings, backend.bus, snapshots, metrics).await?;
