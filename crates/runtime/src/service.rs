@@ -32,6 +32,9 @@ use crate::{Health, Shutdown};
 /// `pulse-heartbeat-checker`, `pulse-gateway`; `pulse` adds its own flags
 /// beside it with `#[command(flatten)]`).
 #[derive(Debug, Clone, Default, clap::Args)]
+// No argument group of its own: a binary flattens it beside its own flags
+// (and may name its own struct `Cli` too).
+#[group(skip)]
 pub struct Cli {
     /// Settings file (TOML, or JSON/YAML by extension); defaults to
     /// $PULSE_CONFIG. Environment variables PULSE__SECTION__KEY override it.

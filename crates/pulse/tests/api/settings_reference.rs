@@ -29,6 +29,11 @@ fn documented() -> BTreeMap<String, BTreeSet<String>> {
         // ["", "`key`", "services", "default", "meaning", ""]
         let [_, key, services, ..] = cells.as_slice() else { continue };
         let Some(key) = key.strip_prefix('`').and_then(|k| k.strip_suffix('`')) else { continue };
+        // The table of renamed keys names a key, not services, in its
+        // second column.
+        if services.starts_with('`') {
+            continue;
+        }
         let services = match *services {
             "all" => ["ingest", "checker", "gateway", "pulse"].iter().map(|s| (*s).to_owned()).collect(),
             list => list.split(',').map(|s| s.trim().to_owned()).collect(),

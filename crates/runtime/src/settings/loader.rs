@@ -304,8 +304,9 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
+    use serde::Deserialize;
+
     use super::*;
-    use crate::duration;
     use crate::settings::{HttpSettings, LogFormat, RedisSettings, Secret, TelemetrySettings};
 
     #[derive(Debug, Deserialize)]
