@@ -63,9 +63,11 @@ pub struct IngestReport {
     pub secs: f64,
     /// `accepted / secs`.
     pub reports_per_sec: f64,
-    /// Latency of an answer (from writing the request), ms.
+    /// Median time from writing a request to reading its answer, ms.
     pub p50_ms: f64,
+    /// 99th percentile of the same, ms.
     pub p99_ms: f64,
+    /// Longest, ms.
     pub max_ms: f64,
     /// CPU µs ingest spent per accepted report.
     pub ingest_cpu_us_per_report: Option<f64>,
@@ -216,11 +218,11 @@ struct Connection {
 impl Connection {
     async fn run(self) {
         while !self.stop.load(Ordering::Relaxed) {
-            if let Err(error) = self.session().await {
-                if !self.stop.load(Ordering::Relaxed) {
-                    eprintln!("ingest connection: {error:#}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            if let Err(error) = self.session().await
+                && !self.stop.load(Ordering::Relaxed)
+            {
+                eprintln!("ingest connection: {error:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -348,7 +350,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<
     Ok(())
 }
 
-/// The report as a markdown table row and a one-line summary.
+/// The report as one line for people.
 pub fn summary(report: &IngestReport) -> String {
     let us = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}"));
     format!(

@@ -109,7 +109,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, InputError> {
             // does not.
             let message = inner.to_string();
             let position = format!(" at line {} column {}", inner.line(), inner.column());
-            let message = message.strip_suffix(&position).map_or(message.clone(), str::to_owned);
+            let message = match message.strip_suffix(&position) {
+                Some(stripped) => stripped.to_owned(),
+                None => message,
+            };
             return Err(field_error(path, message));
         }
     };
