@@ -17,10 +17,6 @@ use pulse_websocket_gateway::{Gateway, StoreSnapshots};
 
 use crate::settings::Settings;
 
-/// Extra time after the gateway's drain window for the last closes to reach
-/// clients before the server stops.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
 /// Standalone Pulse, bound and ready to run.
 pub struct Standalone {
     port: u16,
@@ -179,31 +175,27 @@ impl Standalone {
     /// they resume elsewhere or after a restart), requests in flight finish,
     /// and it returns.
     pub async fn run_until(self, shutdown: Shutdown) -> std::io::Result<()> {
-        let Self { server, store, gateway, drain, halt, fleet, settings, .. } = self;
+        let Self { server, store, gateway, drain, halt, fleet, settings, health, .. } = self;
         let checker = tokio::spawn(pulse_heartbeat_checker::run(store, settings.checker.clone(), halt.clone()));
         let fleet = fleet.map(|fleet| {
             tokio::spawn(log_fleet_summary(fleet.stats(), halt.clone()));
             tokio::spawn(fleet.run(halt.clone()))
         });
 
-        let handle = server.handle();
-        let stopper = {
+        let window = gateway.settings().gateway.drain_window;
+        let drain_browsers = {
             let gateway = gateway.clone();
             let halt = halt.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                let window = gateway.settings().gateway.drain_window;
+            async move {
                 tracing::info!(?window, "shutting down: draining browsers, finishing requests in flight");
                 halt.trigger();
                 drain.trigger();
-                gateway.wait_drained(window + DRAIN_GRACE).await;
-                handle.stop(true).await;
-            })
+                gateway.wait_drained(window + pulse_runtime::DRAIN_GRACE).await;
+            }
         };
-        let result = server.await;
+        let result = pulse_runtime::run_until(server, health, shutdown, window, drain_browsers).await;
         halt.trigger();
         gateway.stop();
-        stopper.abort();
         let _ = checker.await;
         if let Some(fleet) = fleet {
             let _ = fleet.await;

@@ -10,3 +10,4 @@ mod ops;
 mod otel;
 mod redis;
 mod reports;
+mod settings_reference;
