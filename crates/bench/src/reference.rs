@@ -4,8 +4,9 @@
 //!
 //! - each message is encoded into a WebSocket frame once (`Bytes`, shared
 //!   by every client's queue);
-//! - each client has a bounded queue of shared frames (a full queue drops
-//!   the client), filled under one lock per batch of messages;
+//! - Redis intake and fan-out run on a thread of their own; each client
+//!   has a bounded queue of shared frames (a full queue drops the client),
+//!   filled under one lock per batch of messages;
 //! - a client's whole backlog goes out with one vectored write (`writev`);
 //! - an idle connection holds no buffer: reads land on the stack, the
 //!   queue is empty, and a partial frame from the client is the only thing
@@ -28,7 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 #[derive(Debug, Clone)]
@@ -107,53 +108,86 @@ pub async fn serve(config: ReferenceConfig) -> anyhow::Result<(SocketAddr, impl 
     let listener = socket.listen(4096)?;
     let addr = listener.local_addr()?;
     let registry: Registry = Arc::default();
-    let mut pubsub = redis::Client::open(config.redis_url.as_str())?.get_async_pubsub().await?;
-    pubsub.subscribe(&config.redis_channel).await?;
     let cap = config.queue.max(1);
-    let accept_registry = registry.clone();
+    // Redis intake and fan-out run on a thread of their own, so that new
+    // events are not read only between the connections' writes.
+    let (subscribed, ready) = oneshot::channel();
+    let (ended, done) = oneshot::channel();
+    let fan_out = registry.clone();
+    std::thread::Builder::new().name("broadcast".into()).spawn(move || {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(broadcast(config, fan_out, cap, subscribed)));
+        let _ = ended.send(result);
+    })?;
+    ready.await??;
     let accept = async move {
         let next_id = AtomicU64::new(0);
         loop {
             let Ok((tcp, _)) = listener.accept().await else { continue };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection(tcp, id, accept_registry.clone(), cap));
+            tokio::spawn(connection(tcp, id, registry.clone(), cap));
         }
-    };
-    let broadcast = async move {
-        let mut messages = pubsub.into_on_message();
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut slow = Vec::new();
-        while let Some(msg) = messages.next().await {
-            batch.push(text_frame(msg.get_payload_bytes()));
-            // Whatever else has arrived goes out with it.
-            while batch.len() < BATCH {
-                match messages.next().now_or_never() {
-                    Some(Some(msg)) => batch.push(text_frame(msg.get_payload_bytes())),
-                    _ => break,
-                }
-            }
-            for (id, client) in registry.read().iter() {
-                if !client.push(&batch, cap) {
-                    slow.push(*id);
-                }
-            }
-            if !slow.is_empty() {
-                let mut clients = registry.write();
-                for id in slow.drain(..) {
-                    clients.remove(&id);
-                }
-            }
-            batch.clear();
-        }
-        anyhow::Ok(())
     };
     let run = async move {
         tokio::select! {
             () = accept => Ok(()),
-            done = broadcast => done,
+            done = done => done?,
         }
     };
     Ok((addr, run))
+}
+
+/// Subscribes (telling `subscribed` how that went), then hands each batch
+/// of messages, each encoded once, to every registered client.
+async fn broadcast(
+    config: ReferenceConfig,
+    registry: Registry,
+    cap: usize,
+    subscribed: oneshot::Sender<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let pubsub = async {
+        let mut pubsub = redis::Client::open(config.redis_url.as_str())?.get_async_pubsub().await?;
+        pubsub.subscribe(&config.redis_channel).await?;
+        anyhow::Ok(pubsub)
+    };
+    let mut messages = match pubsub.await {
+        Ok(pubsub) => {
+            let _ = subscribed.send(Ok(()));
+            pubsub.into_on_message()
+        }
+        Err(err) => {
+            let _ = subscribed.send(Err(anyhow::anyhow!("cannot subscribe: {err:#}")));
+            return Err(err);
+        }
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut slow = Vec::new();
+    while let Some(msg) = messages.next().await {
+        batch.push(text_frame(msg.get_payload_bytes()));
+        // Whatever else has arrived goes out with it.
+        while batch.len() < BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(msg)) => batch.push(text_frame(msg.get_payload_bytes())),
+                _ => break,
+            }
+        }
+        for (id, client) in registry.read().iter() {
+            if !client.push(&batch, cap) {
+                slow.push(*id);
+            }
+        }
+        if !slow.is_empty() {
+            let mut clients = registry.write();
+            for id in slow.drain(..) {
+                clients.remove(&id);
+            }
+        }
+        batch.clear();
+    }
+    Ok(())
 }
 
 /// A server text frame (FIN, unmasked) carrying `payload`.
