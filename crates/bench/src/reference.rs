@@ -377,7 +377,13 @@ fn read(
 /// Handles the complete frames at the start of `pending` and keeps the rest
 /// (its allocation is released once nothing is left). False when the
 /// connection should end.
-fn on_frames(id: u64, client: &Arc<Client>, registry: &Registry, cap: usize, pending: &mut Vec<u8>) -> io::Result<bool> {
+fn on_frames(
+    id: u64,
+    client: &Arc<Client>,
+    registry: &Registry,
+    cap: usize,
+    pending: &mut Vec<u8>,
+) -> io::Result<bool> {
     let mut at = 0;
     let mut open = true;
     while open && let Some((opcode, payload, len)) = parse_frame(&pending[at..])? {
@@ -469,7 +475,10 @@ mod tests {
         let wire = masked(0x1, br#"{"type":"subscribe","channel":"bench"}"#);
         assert_eq!(parse_frame(&wire[..wire.len() - 1]).unwrap(), None);
         let (opcode, payload, len) = parse_frame(&wire).unwrap().unwrap();
-        assert_eq!((opcode, payload.as_slice(), len), (0x1, &br#"{"type":"subscribe","channel":"bench"}"#[..], wire.len()));
+        assert_eq!(
+            (opcode, payload.as_slice(), len),
+            (0x1, &br#"{"type":"subscribe","channel":"bench"}"#[..], wire.len())
+        );
         let long = vec![b'x'; 300];
         let wire = masked(0x9, &long);
         assert_eq!(parse_frame(&wire).unwrap().unwrap().1, long);

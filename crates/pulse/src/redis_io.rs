@@ -74,7 +74,10 @@ impl RedisIo {
             .run(async move { pulse_ingest::connect(&settings).await })
             .await
             .context("the Redis runtime stopped while connecting")??;
-        Ok((Arc::new(OnRedisIo { inner: bus, io: self.clone() }), Arc::new(OnRedisIo { inner: store, io: self.clone() })))
+        Ok((
+            Arc::new(OnRedisIo { inner: bus, io: self.clone() }),
+            Arc::new(OnRedisIo { inner: store, io: self.clone() }),
+        ))
     }
 
     /// Runs `work` on this runtime; `None` if it panicked or the runtime

@@ -68,12 +68,7 @@ async fn standalone_on_redis_accepts_every_publish_while_fan_out_is_busy() {
     while let Some(outcome) = publishes.join_next().await {
         refused.extend(outcome.unwrap());
     }
-    assert!(
-        refused.is_empty(),
-        "{} of {PUBLISHES} publishes refused, the first: {:?}",
-        refused.len(),
-        refused.first()
-    );
+    assert!(refused.is_empty(), "{} of {PUBLISHES} publishes refused, the first: {:?}", refused.len(), refused.first());
     // The load was real: the browsers got the events.
     assert!(received.load(Ordering::Relaxed) >= PUBLISHES as u64, "{received:?}");
     browsers.abort_all();
