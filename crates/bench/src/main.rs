@@ -151,7 +151,9 @@ struct ReferenceArgs {
     /// Redis pub/sub channel (`{prefix}ch:{channel}` of the Pulse bus).
     #[arg(long, default_value = "pulse:ch:bench")]
     redis_channel: String,
-    #[arg(long, default_value_t = 1024)]
+    /// Frames queued per client before it is dropped as too slow: deep
+    /// enough that the floor never sheds load a slow load generator causes.
+    #[arg(long, default_value_t = 8192)]
     queue: usize,
 }
 

@@ -10,11 +10,13 @@ use actix_web::dev::Server;
 use anyhow::Context;
 use pulse_bus::Bus;
 use pulse_ingest::IngestState;
+use pulse_ingest::settings::BusKind;
 use pulse_probe::{Fleet, FleetConfig, FleetStats};
 use pulse_runtime::{Health, Shutdown};
 use pulse_store::Store;
 use pulse_websocket_gateway::{Gateway, StoreSnapshots};
 
+use crate::redis_io::RedisIo;
 use crate::settings::Settings;
 
 /// Standalone Pulse, bound and ready to run.
@@ -40,8 +42,14 @@ impl Standalone {
     /// starts the gateway's hub and binds the listener, so that port 0 works
     /// and [`port`](Self::port) is the real one. Nothing is served, checked
     /// or simulated until [`run_until`](Self::run_until).
+    /// On Redis, the bus and store run on a [`RedisIo`] runtime of their
+    /// own, so that fan-out on the HTTP workers never delays their I/O.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (bus, store) = pulse_ingest::connect(&settings.ingest_settings()).await?;
+        let ingest = settings.ingest_settings();
+        let (bus, store) = match ingest.bus {
+            BusKind::Redis => RedisIo::start()?.connect(ingest).await?,
+            BusKind::Memory => pulse_ingest::connect(&ingest).await?,
+        };
         Self::build_with(settings, bus, store)
     }
 

@@ -4,6 +4,7 @@
 
 mod binary;
 mod demo;
+mod fanout;
 mod helpers;
 mod history_settings;
 mod ops;
