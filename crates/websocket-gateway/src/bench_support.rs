@@ -53,9 +53,11 @@ impl FanOut {
         let mut frames = 0;
         for queue in &self.queues {
             queue.take(&mut self.batch);
-            for frame in self.batch.drain(..) {
-                frames::put_frame(&mut self.out, frames::OP_TEXT, frame.text.as_bytes());
-                frames += 1;
+            for entry in self.batch.drain(..) {
+                for (_, text) in entry.frames() {
+                    frames::put_frame(&mut self.out, frames::OP_TEXT, text.as_bytes());
+                    frames += 1;
+                }
             }
             self.out.clear();
         }

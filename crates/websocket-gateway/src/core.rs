@@ -486,11 +486,11 @@ mod tests {
         const SPEAKS: bool = true;
 
         fn send(&mut self, frames: &mut VecDeque<Outbound>) -> io::Result<()> {
-            for frame in frames.drain(..) {
+            for (_, text) in frames.drain(..).flat_map(|entry| entry.frames().to_vec()) {
                 if self.stuck.load(Ordering::SeqCst) {
-                    self.unsent += frame.text.len();
+                    self.unsent += text.len();
                 } else {
-                    let _ = self.sent.send(frame.text.to_string());
+                    let _ = self.sent.send(text.to_string());
                 }
             }
             Ok(())

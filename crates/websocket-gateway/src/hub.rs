@@ -21,7 +21,7 @@ use pulse_protocol::{Channel, ControlMessage, Event, Position};
 use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
-use crate::queue::{ClientQueue, Tag};
+use crate::queue::{ClientQueue, Run, Tag};
 
 /// A subscriber's place in a channel's list, to leave it.
 pub(crate) type SubKey = usize;
@@ -203,9 +203,9 @@ impl Hub {
         metrics.events_in.increment(run.len() as u64);
         let Some(entry) = self.inner.channels.read().get(&first.channel).cloned() else { return };
         // Serialise once, before taking the channel's lock; every
-        // subscriber gets the same bytes.
-        let texts: Vec<(Position, ByteString)> =
-            run.iter().map(|event| (event.id, ByteString::from(event.to_json()))).collect();
+        // subscriber gets the same run of bytes.
+        let texts: Run = run.iter().map(|event| (event.id, ByteString::from(event.to_json()))).collect();
+        let bytes: usize = texts.iter().map(|(_, text)| text.len()).sum();
         let mut subs = entry.subs.lock();
         // The bus delivers each event once and in order: the newest is where
         // a subscriber that joins now starts.
@@ -213,12 +213,11 @@ impl Hub {
         subs.last = *newest;
         let mut delivered = 0u64;
         for (_, subscriber) in subs.list.iter() {
-            if subscriber.queue.push_live(subscriber.tag, &texts) {
+            if subscriber.queue.push_live(subscriber.tag, &texts, bytes) {
                 delivered += 1;
             }
         }
         drop(subs);
-        let bytes: usize = texts.iter().map(|(_, text)| text.len()).sum();
         metrics.events_out.increment(delivered * texts.len() as u64);
         metrics.bytes_out.increment(delivered * bytes as u64);
         let now = pulse_protocol::timestamp::now();

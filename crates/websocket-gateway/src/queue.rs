@@ -8,9 +8,10 @@
 //!
 //! The hub pushes with [`ClientQueue::push_live`], which never waits: a full
 //! queue marks the client slow (its frames are dropped at once, freeing the
-//! memory) and wakes its transport, which closes it with 4000. Frames are
-//! shared [`ByteString`]s, so a push is a refcount increment and a slot in a
-//! `VecDeque`, with no allocation once the deque has grown.
+//! memory) and wakes its transport, which closes it with 4000. The hub
+//! encodes a run of events of one channel once, into a [`Run`] shared by
+//! every subscriber: a push is one refcount increment and one slot in a
+//! `VecDeque` per subscriber and run, however many events the run holds.
 //!
 //! The transport (WebSocket session or SSE stream) takes everything queued
 //! in one go ([`ClientQueue::take`]) and writes it as one batch.
@@ -22,6 +23,7 @@
 //! duplicated at the switch.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
@@ -42,13 +44,57 @@ pub(crate) const SNAPSHOT_TAG: Tag = Tag::MAX - 1;
 /// Tags below this number subscriptions.
 pub(crate) const SUBSCRIPTION_TAGS: Tag = SNAPSHOT_TAG;
 
-/// A frame waiting to be written.
+/// A frame's text and position ([`Position::ZERO`] for control messages).
+pub(crate) type Frame = (Position, ByteString);
+
+/// Consecutive events of one channel, encoded once and shared by every
+/// subscriber they go to.
+pub(crate) type Run = Arc<[Frame]>;
+
+/// Frames waiting to be written: one control frame or replayed event, or
+/// (part of) a run of live events.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
-    pub(crate) text: ByteString,
     pub(crate) tag: Tag,
-    /// The event's position; [`Position::ZERO`] for control messages.
-    pub(crate) offset: Position,
+    frames: Frames,
+}
+
+#[derive(Debug, Clone)]
+enum Frames {
+    One(Frame),
+    /// `run[from..]`.
+    Run(Run, usize),
+}
+
+impl Outbound {
+    fn one(tag: Tag, offset: Position, text: ByteString) -> Self {
+        Self { tag, frames: Frames::One((offset, text)) }
+    }
+
+    /// The frames, in order.
+    pub(crate) fn frames(&self) -> &[Frame] {
+        match &self.frames {
+            Frames::One(frame) => std::slice::from_ref(frame),
+            Frames::Run(run, from) => run.get(*from..).unwrap_or_default(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.frames().iter().map(|(_, text)| text.len()).sum()
+    }
+
+    /// The frames after `after`, or `None` if none follows it (live frames
+    /// of a channel are in order, so those that follow are a suffix).
+    fn after(self, after: Position) -> Option<Self> {
+        match self.frames {
+            Frames::One((offset, _)) if !offset.follows(&after) => None,
+            Frames::One(_) => Some(self),
+            Frames::Run(run, from) => {
+                let skip = run.get(from..)?.iter().position(|(offset, _)| offset.follows(&after))?;
+                Some(Self { tag: self.tag, frames: Frames::Run(run, from + skip) })
+            }
+        }
+    }
 }
 
 /// Why a queue stopped accepting frames.
@@ -63,18 +109,17 @@ pub(crate) enum QueueStatus {
 
 #[derive(Debug)]
 struct State {
-    frames: VecDeque<Outbound>,
-    /// Subscriptions being resumed, and the live frames held for each.
-    held: Vec<(Tag, Vec<Outbound>)>,
-    /// Bytes of text in `frames` and in `held`.
+    queue: VecDeque<Outbound>,
+    /// Frames in `queue`.
+    queued: usize,
+    /// Subscriptions being resumed, the live frames held for each, and how
+    /// many frames that is.
+    held: Vec<(Tag, Vec<Outbound>, usize)>,
+    /// Bytes of text in `queue` and in `held`.
     bytes: usize,
-    /// A snapshot is among `frames`.
+    /// A snapshot is in `queue`.
     snapshot_queued: bool,
     status: QueueStatus,
-}
-
-fn text_bytes<'a>(frames: impl IntoIterator<Item = &'a Outbound>) -> usize {
-    frames.into_iter().map(|frame| frame.text.len()).sum()
 }
 
 /// See the [module docs](self).
@@ -95,7 +140,8 @@ impl ClientQueue {
     /// A queue of at most `capacity` frames and `max_bytes` bytes of text.
     pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         let state = State {
-            frames: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued: 0,
             held: Vec::new(),
             bytes: 0,
             snapshot_queued: false,
@@ -110,31 +156,33 @@ impl ClientQueue {
         }
     }
 
-    /// Whether `frames` more frames of `bytes` bytes fit beside what is
-    /// queued and held.
+    /// Whether `frames` more frames of `bytes` bytes fit beside `queued`
+    /// frames and everything queued and held.
     fn fits(&self, state: &State, queued: usize, frames: usize, bytes: usize) -> bool {
         queued + frames <= self.capacity && (state.bytes == 0 || state.bytes + bytes <= self.max_bytes)
     }
 
-    /// Queues live events of subscription `tag`, in order, and wakes the
-    /// transport once. Never waits. Returns whether the client is still open.
-    pub(crate) fn push_live(&self, tag: Tag, events: &[(Position, ByteString)]) -> bool {
+    /// Queues a run of live events of subscription `tag` (`bytes` of text in
+    /// all) and wakes the transport. Never waits. Returns whether the client
+    /// is still open.
+    pub(crate) fn push_live(&self, tag: Tag, run: &Run, bytes: usize) -> bool {
         let mut state = self.state.lock();
         if state.status != QueueStatus::Open {
             return false;
         }
-        let frames = events.iter().map(|(offset, text)| Outbound { text: text.clone(), tag, offset: *offset });
+        let entry = Outbound { tag, frames: Frames::Run(run.clone(), 0) };
         // While the subscription resumes, its live events are held aside.
-        let bytes: usize = events.iter().map(|(_, text)| text.len()).sum();
-        if let Some(index) = state.held.iter().position(|(t, _)| *t == tag) {
-            if !self.fits(&state, state.held[index].1.len(), events.len(), bytes) {
+        if let Some(index) = state.held.iter().position(|(t, _, _)| *t == tag) {
+            if !self.fits(&state, state.held[index].2, run.len(), bytes) {
                 return self.overflowed(&mut state);
             }
             state.bytes += bytes;
-            state.held[index].1.extend(frames);
+            let (_, held, count) = &mut state.held[index];
+            held.push(entry);
+            *count += run.len();
             return true;
         }
-        self.push_locked(&mut state, frames, bytes)
+        self.push_locked(&mut state, entry, run.len(), bytes)
     }
 
     /// Queues a control message (counts toward the capacity like events).
@@ -144,7 +192,7 @@ impl ClientQueue {
             return false;
         }
         let bytes = text.len();
-        self.push_locked(&mut state, std::iter::once(Outbound { text, tag: NO_TAG, offset: Position::ZERO }), bytes)
+        self.push_locked(&mut state, Outbound::one(NO_TAG, Position::ZERO, text), 1, bytes)
     }
 
     /// Queues a `snapshot` (see [`Self::snapshot_queued`]).
@@ -154,8 +202,7 @@ impl ClientQueue {
             return false;
         }
         let bytes = text.len();
-        let frame = Outbound { text, tag: SNAPSHOT_TAG, offset: Position::ZERO };
-        let pushed = self.push_locked(&mut state, std::iter::once(frame), bytes);
+        let pushed = self.push_locked(&mut state, Outbound::one(SNAPSHOT_TAG, Position::ZERO, text), 1, bytes);
         state.snapshot_queued |= pushed;
         pushed
     }
@@ -166,14 +213,15 @@ impl ClientQueue {
         self.state.lock().snapshot_queued
     }
 
-    /// Queues `frames`, of `bytes` bytes of text in all.
-    fn push_locked(&self, state: &mut State, frames: impl ExactSizeIterator<Item = Outbound>, bytes: usize) -> bool {
-        if !self.fits(state, state.frames.len(), frames.len(), bytes) {
+    /// Queues `entry`: `frames` frames of `bytes` bytes of text in all.
+    fn push_locked(&self, state: &mut State, entry: Outbound, frames: usize, bytes: usize) -> bool {
+        if !self.fits(state, state.queued, frames, bytes) {
             return self.overflowed(state);
         }
         state.bytes += bytes;
-        let was_empty = state.frames.is_empty();
-        state.frames.extend(frames);
+        state.queued += frames;
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(entry);
         // The transport takes everything at once: one wake-up per batch.
         if was_empty {
             self.ready.notify_one();
@@ -185,7 +233,8 @@ impl ClientQueue {
     /// close it; returns `false` (no longer open) for the caller to pass on.
     fn overflowed(&self, state: &mut State) -> bool {
         state.status = QueueStatus::Overflowed;
-        state.frames = VecDeque::new();
+        state.queue = VecDeque::new();
+        state.queued = 0;
         state.held = Vec::new();
         state.bytes = 0;
         self.ready.notify_one();
@@ -199,9 +248,10 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return false;
         }
-        let was_empty = state.frames.is_empty();
+        let was_empty = state.queue.is_empty();
         state.bytes += text.len();
-        state.frames.push_back(Outbound { text, tag, offset });
+        state.queued += 1;
+        state.queue.push_back(Outbound::one(tag, offset, text));
         if was_empty {
             self.ready.notify_one();
         }
@@ -218,7 +268,7 @@ impl ClientQueue {
                 if state.status != QueueStatus::Open {
                     return false;
                 }
-                if state.frames.len() <= self.capacity / 2 && state.bytes <= self.max_bytes / 2 {
+                if state.queued <= self.capacity / 2 && state.bytes <= self.max_bytes / 2 {
                     return true;
                 }
             }
@@ -229,9 +279,9 @@ impl ClientQueue {
     /// Starts holding live frames of `tag` aside.
     pub(crate) fn hold(&self, tag: Tag) {
         let mut state = self.state.lock();
-        if !state.held.iter().any(|(t, _)| *t == tag) {
+        if !state.held.iter().any(|(t, _, _)| *t == tag) {
             state.held.reserve_exact(1);
-            state.held.push((tag, Vec::new()));
+            state.held.push((tag, Vec::new(), 0));
         }
     }
 
@@ -249,40 +299,40 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return None;
         }
-        state.bytes -= text_bytes(&held);
         let mut sent = last;
-        for frame in held {
-            if frame.offset.follows(&sent) {
-                sent = frame.offset;
-                let bytes = frame.text.len();
-                if !self.push_locked(&mut state, std::iter::once(frame), bytes) {
-                    return None;
-                }
+        for entry in held {
+            let Some(entry) = entry.after(sent) else { continue };
+            let (frames, bytes) = (entry.frames().len(), entry.bytes());
+            if let Some((offset, _)) = entry.frames().last() {
+                sent = *offset;
+            }
+            if !self.push_locked(&mut state, entry, frames, bytes) {
+                return None;
             }
         }
         // The trailer carries the tag and offset so that SSE can put the
         // position in its event id even when no event was sent.
         let text = trailer(sent);
         let bytes = text.len();
-        self.push_locked(&mut state, std::iter::once(Outbound { text, tag, offset: sent }), bytes).then_some(sent)
+        self.push_locked(&mut state, Outbound::one(tag, sent, text), 1, bytes).then_some(sent)
     }
 
     /// Stops holding `tag`, dropping what was held (unsubscribed mid-replay).
     pub(crate) fn discard(&self, tag: Tag) {
         let mut state = self.state.lock();
-        if let Some(held) = take_held(&mut state, tag) {
-            state.bytes -= text_bytes(&held);
-        }
+        take_held(&mut state, tag);
     }
 
-    /// Moves every queued frame into `out` (which must be empty) and returns
+    /// Moves every queued entry into `out` (which must be empty) and returns
     /// the status. The two buffers are swapped, so each keeps its capacity
     /// for as long as the transport keeps `out`'s.
     pub(crate) fn take(&self, out: &mut VecDeque<Outbound>) -> QueueStatus {
         let status = {
             let mut state = self.state.lock();
-            std::mem::swap(&mut state.frames, out);
-            state.bytes -= text_bytes(out.iter());
+            std::mem::swap(&mut state.queue, out);
+            let held: usize = state.held.iter().flat_map(|(_, held, _)| held).map(Outbound::bytes).sum();
+            state.bytes = held;
+            state.queued = 0;
             state.snapshot_queued = false;
             state.status
         };
@@ -297,7 +347,7 @@ impl ClientQueue {
     /// Frames waiting: queued, and held for subscriptions being resumed.
     pub(crate) fn len(&self) -> usize {
         let state = self.state.lock();
-        state.frames.len() + state.held.iter().map(|(_, held)| held.len()).sum::<usize>()
+        state.queued + state.held.iter().map(|(_, _, count)| count).sum::<usize>()
     }
 
     /// Stops accepting frames and drops those queued.
@@ -307,7 +357,8 @@ impl ClientQueue {
             if state.status == QueueStatus::Open {
                 state.status = QueueStatus::Closed;
             }
-            state.frames = VecDeque::new();
+            state.queue = VecDeque::new();
+            state.queued = 0;
             state.held = Vec::new();
             state.bytes = 0;
         }
@@ -328,10 +379,11 @@ impl ClientQueue {
     }
 }
 
-/// Stops holding `tag`, returning what was held.
+/// Stops holding `tag`, returning what was held (its bytes no longer count).
 fn take_held(state: &mut State, tag: Tag) -> Option<Vec<Outbound>> {
-    let position = state.held.iter().position(|(t, _)| *t == tag)?;
-    let (_, held) = state.held.swap_remove(position);
+    let position = state.held.iter().position(|(t, _, _)| *t == tag)?;
+    let (_, held, _) = state.held.swap_remove(position);
+    state.bytes -= held.iter().map(Outbound::bytes).sum::<usize>();
     if state.held.is_empty() {
         // Nothing is resuming: do not keep the list's memory.
         state.held = Vec::new();
@@ -354,14 +406,21 @@ mod tests {
     fn drain(queue: &ClientQueue) -> (Vec<String>, QueueStatus) {
         let mut out = VecDeque::new();
         let status = queue.take(&mut out);
-        (out.into_iter().map(|f| f.text.to_string()).collect(), status)
+        (out.iter().flat_map(Outbound::frames).map(|(_, text)| text.to_string()).collect(), status)
+    }
+
+    /// Pushes `frames` as one run, as the hub does.
+    fn live(queue: &ClientQueue, tag: Tag, frames: &[Frame]) -> bool {
+        let run: Run = frames.into();
+        let bytes = frames.iter().map(|(_, text)| text.len()).sum();
+        queue.push_live(tag, &run, bytes)
     }
 
     #[test]
     fn overflow_marks_slow_and_frees_the_backlog() {
         let queue = ClientQueue::new(2, 1 << 20);
-        assert!(queue.push_live(0, &[(p(1, 0), text("a")), (p(2, 0), text("b"))]));
-        assert!(!queue.push_live(0, &[(p(3, 0), text("c"))]));
+        assert!(live(&queue, 0, &[(p(1, 0), text("a")), (p(2, 0), text("b"))]));
+        assert!(!live(&queue, 0, &[(p(3, 0), text("c"))]));
         let (frames, status) = drain(&queue);
         assert!(frames.is_empty());
         assert_eq!(status, QueueStatus::Overflowed);
@@ -372,13 +431,13 @@ mod tests {
     fn held_frames_are_released_after_the_replay_without_duplicates() {
         let queue = ClientQueue::new(10, 1 << 20);
         queue.hold(1);
-        assert!(queue.push_live(1, &[(p(5, 0), text("e5")), (p(6, 0), text("e6"))]));
-        assert!(queue.push_live(2, &[(p(1, 0), text("other"))]));
+        assert!(live(&queue, 1, &[(p(5, 0), text("e5")), (p(6, 0), text("e6"))]));
+        assert!(live(&queue, 2, &[(p(1, 0), text("other"))]));
         assert!(queue.push_replayed(1, p(4, 0), text("e4")));
         assert!(queue.push_replayed(1, p(5, 0), text("e5")));
         let sent = queue.release(1, p(5, 0), |last| text(&format!("subscribed {last}")));
         assert_eq!(sent, Some(p(6, 0)));
-        assert!(queue.push_live(1, &[(p(7, 0), text("e7"))]));
+        assert!(live(&queue, 1, &[(p(7, 0), text("e7"))]));
         let (frames, status) = drain(&queue);
         assert_eq!(frames, ["other", "e4", "e5", "e6", "subscribed 1:6-0", "e7"]);
         assert_eq!(status, QueueStatus::Open);
@@ -389,7 +448,7 @@ mod tests {
         let queue = ClientQueue::new(10, 1 << 20);
         queue.hold(1);
         let new_epoch = |ms| Position::new(pulse_protocol::Epoch::from_u64(2), pulse_protocol::Offset::new(ms, 0));
-        assert!(queue.push_live(1, &[(new_epoch(3), text("n3"))]));
+        assert!(live(&queue, 1, &[(new_epoch(3), text("n3"))]));
         // The replay got as far as offset 9 of the old history.
         let sent = queue.release(1, p(9, 0), |last| text(&format!("subscribed {last}")));
         assert_eq!(sent, Some(new_epoch(3)));
@@ -401,8 +460,8 @@ mod tests {
     fn held_frames_are_bounded_too() {
         let queue = ClientQueue::new(1, 1 << 20);
         queue.hold(0);
-        assert!(queue.push_live(0, &[(p(1, 0), text("a"))]));
-        assert!(!queue.push_live(0, &[(p(2, 0), text("b"))]));
+        assert!(live(&queue, 0, &[(p(1, 0), text("a"))]));
+        assert!(!live(&queue, 0, &[(p(2, 0), text("b"))]));
         assert_eq!(queue.status(), QueueStatus::Overflowed);
     }
 
@@ -413,9 +472,9 @@ mod tests {
         assert!(queue.push_control(text("0123456789abc")));
         let (frames, _) = drain(&queue);
         assert_eq!(frames.len(), 1);
-        assert!(queue.push_live(0, &[(p(1, 0), text("12345"))]));
+        assert!(live(&queue, 0, &[(p(1, 0), text("12345"))]));
         assert!(queue.push_control(text("1234")));
-        assert!(!queue.push_live(0, &[(p(2, 0), text("12"))]), "11 bytes > 10");
+        assert!(!live(&queue, 0, &[(p(2, 0), text("12"))]), "11 bytes > 10");
         assert_eq!(queue.status(), QueueStatus::Overflowed);
     }
 
@@ -423,7 +482,7 @@ mod tests {
     fn held_and_taken_bytes_are_accounted() {
         let queue = ClientQueue::new(100, 10);
         queue.hold(1);
-        assert!(queue.push_live(1, &[(p(1, 0), text("1234"))]));
+        assert!(live(&queue, 1, &[(p(1, 0), text("1234"))]));
         queue.discard(1);
         assert!(queue.push_control(text("123456789")), "discarded frames no longer count");
         drain(&queue);

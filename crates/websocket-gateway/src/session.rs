@@ -125,8 +125,10 @@ impl Transport for WebSocket {
     fn send(&mut self, frames: &mut VecDeque<Outbound>) -> io::Result<()> {
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            for frame in frames.drain(..) {
-                frames::put_frame(scratch, frames::OP_TEXT, frame.text.as_bytes());
+            for entry in frames.drain(..) {
+                for (_, text) in entry.frames() {
+                    frames::put_frame(scratch, frames::OP_TEXT, text.as_bytes());
+                }
             }
             let written = self.unsent.write(&self.tcp, scratch);
             if scratch.capacity() > 1 << 20 {

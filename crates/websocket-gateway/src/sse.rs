@@ -175,22 +175,25 @@ impl EventStream {
         }
     }
 
-    fn format(&mut self, frame: &Outbound) {
-        let out = &mut self.unsent;
-        if let Some(position) = self.positions.iter_mut().find(|(tag, _, _)| *tag == frame.tag) {
-            // A subscription's frames come in its order (replayed, then
-            // `subscribed`, then live): the newest is where it stands, also
-            // when `subscribed` moved it to the head.
-            position.2 = Some(frame.offset);
-            out.extend_from_slice(b"id: ");
-            let id =
-                format_event_id(self.positions.iter().filter_map(|(_, channel, offset)| offset.map(|o| (channel, o))));
-            out.extend_from_slice(id.as_bytes());
-            out.push(b'\n');
+    fn format(&mut self, entry: &Outbound) {
+        let subscription = self.positions.iter().position(|(tag, _, _)| *tag == entry.tag);
+        for (offset, text) in entry.frames() {
+            if let Some(index) = subscription {
+                // A subscription's frames come in its order (replayed, then
+                // `subscribed`, then live): the newest is where it stands,
+                // also when `subscribed` moved it to the head.
+                self.positions[index].2 = Some(*offset);
+                let id = format_event_id(
+                    self.positions.iter().filter_map(|(_, channel, offset)| offset.map(|o| (channel, o))),
+                );
+                self.unsent.extend_from_slice(b"id: ");
+                self.unsent.extend_from_slice(id.as_bytes());
+                self.unsent.push(b'\n');
+            }
+            self.unsent.extend_from_slice(b"data: ");
+            self.unsent.extend_from_slice(text.as_bytes());
+            self.unsent.extend_from_slice(b"\n\n");
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(frame.text.as_bytes());
-        out.extend_from_slice(b"\n\n");
     }
 }
 
