@@ -19,6 +19,8 @@
 //! - [`metrics`](mod@metrics): [`install_metrics`] installs the process-wide
 //!   Prometheus recorder for the `metrics` crate, once; `/metrics` adds the
 //!   `process_*` metrics (CPU, memory, file descriptors, threads).
+//! - [`client_addr`]: [`TrustedProxies`], the client's address behind
+//!   load balancers (`X-Forwarded-For` / `Forwarded` from trusted proxies).
 //! - [`cors`](mod@cors): [`cors()`] answers CORS for `/api` and `/sse` from
 //!   the `allowed_origins` list.
 //! - [`listener`]: [`listen`] binds with an accept queue deep enough for
@@ -45,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client_addr;
 pub mod cors;
 pub mod health;
 pub mod listener;
@@ -53,6 +56,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use client_addr::{ForwardedHeader, InvalidProxyEntry, TrustedProxies};
 pub use cors::cors;
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
 pub use listener::{connections_within, fit_connections_to_file_limit, listen, raise_open_file_limit};

@@ -124,7 +124,7 @@ pub(crate) fn admit(req: &RequestHead, gw: &Gateway) -> Result<ConnectionPermit,
         return refuse("origin", Rejected::Origin(origin));
     }
     if let Some(peer) = req.peer_addr
-        && !inner.ip_limiter.allow(peer.ip())
+        && !inner.ip_limiter.allow(inner.settings.http.client_ip(peer.ip(), &req.headers))
     {
         return refuse("rate", Rejected::TooManyAttempts);
     }
