@@ -16,6 +16,8 @@
 
 pub mod auth;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod observe;
 pub mod routes;
 pub mod settings;

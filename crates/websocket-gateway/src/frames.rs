@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
 pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
@@ -107,12 +108,35 @@ pub(crate) struct Reader {
     buf: BytesMut,
     partial: Option<Box<Partial>>,
     max_size: usize,
+    /// Keep the payload of a binary message for [`take_binary`](Self::take_binary)
+    /// (the echo endpoint); the session refuses binary and drops it.
+    keep_binary: bool,
+    binary: Option<Bytes>,
 }
 
 impl Reader {
     /// Messages (and frames) larger than `max_size` bytes are refused.
     pub(crate) fn new(max_size: usize) -> Self {
-        Self { codec: Codec::new().max_size(max_size), buf: BytesMut::new(), partial: None, max_size }
+        Self {
+            codec: Codec::new().max_size(max_size),
+            buf: BytesMut::new(),
+            partial: None,
+            max_size,
+            keep_binary: false,
+            binary: None,
+        }
+    }
+
+    /// Keeps the payload of each binary message until [`take_binary`](Self::take_binary).
+    pub(crate) fn keep_binary(mut self, keep: bool) -> Self {
+        self.keep_binary = keep;
+        self
+    }
+
+    /// The payload of the binary message [`next_message`](Self::next_message)
+    /// last returned, when kept.
+    pub(crate) fn take_binary(&mut self) -> Option<Bytes> {
+        self.binary.take()
     }
 
     /// Adds bytes read from the socket.
@@ -138,7 +162,7 @@ impl Reader {
             };
             let message = match frame {
                 Frame::Text(bytes) => text(bytes)?,
-                Frame::Binary(_) => Incoming::Binary,
+                Frame::Binary(bytes) => self.binary_message(bytes),
                 Frame::Ping(bytes) => Incoming::Ping(bytes),
                 Frame::Pong(_) => Incoming::Pong,
                 Frame::Close(reason) => Incoming::Close(reason),
@@ -158,7 +182,7 @@ impl Reader {
                     self.append(&bytes)?;
                     match self.partial.take() {
                         Some(partial) if partial.text => text(partial.data.freeze())?,
-                        Some(_) => Incoming::Binary,
+                        Some(partial) => self.binary_message(partial.data.freeze()),
                         // The codec refuses a last fragment without a first.
                         None => return Err(FrameError::Protocol("continuation without a start".into())),
                     }
@@ -183,6 +207,13 @@ impl Reader {
             return Err(FrameError::TooBig(self.max_size));
         }
         Ok(())
+    }
+
+    fn binary_message(&mut self, bytes: Bytes) -> Incoming {
+        if self.keep_binary {
+            self.binary = Some(bytes);
+        }
+        Incoming::Binary
     }
 
     fn start(&mut self, text: bool, bytes: &[u8]) -> Result<(), FrameError> {

@@ -32,7 +32,10 @@ pub mod bench_support;
 mod bridge;
 mod connection;
 pub mod depth;
+mod echo;
 mod frames;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod gateway;
 mod hub;
 mod limits;
