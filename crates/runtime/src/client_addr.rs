@@ -344,8 +344,8 @@ mod tests {
         let s: S = serde_json::from_str(r#"{"trusted_proxies": ["10.0.0.0/8", "::1"]}"#).unwrap();
         assert_eq!(s.trusted_proxies, trusted(&["10.0.0.0/8", "::1"]));
         assert_eq!(s.forwarded_header, XFF);
-        let s: S = serde_json::from_str(r#"{"trusted_proxies": "10.0.0.0/8, ::1", "forwarded_header": "forwarded"}"#)
-            .unwrap();
+        let s: S =
+            serde_json::from_str(r#"{"trusted_proxies": "10.0.0.0/8, ::1", "forwarded_header": "forwarded"}"#).unwrap();
         assert_eq!(s.trusted_proxies, trusted(&["10.0.0.0/8", "::1"]));
         assert_eq!(s.forwarded_header, FWD);
         let err = serde_json::from_str::<S>(r#"{"trusted_proxies": ["nginx"]}"#).err().unwrap();

@@ -30,9 +30,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Answers the upgrade and echoes until the client closes or errs.
 pub(crate) async fn serve(req: Request, mut tcp: TcpStream, early: BytesMut) {
     let head = req.head();
-    let Some(key) = head.headers().get(actix_web::http::header::SEC_WEBSOCKET_KEY).filter(|_| {
-        ws::verify_handshake(head).is_ok()
-    }) else {
+    let Some(key) =
+        head.headers().get(actix_web::http::header::SEC_WEBSOCKET_KEY).filter(|_| ws::verify_handshake(head).is_ok())
+    else {
         let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
         return;
     };

@@ -178,11 +178,8 @@ async fn jwt_edges(gw: &TestGateway) -> anyhow::Result<()> {
     let mut early = pulse_auth::Claims::new("eve", all(), Duration::from_secs(7200));
     early.nbf = Some(unix_now() + 3600);
     let early = early.sign_hs256(SECRET.as_bytes())?;
-    let mut client = WsClient::connect_with(
-        &gw.ws_url(&format!("?token={early}")),
-        &[("X-Forwarded-For", "198.51.100.31")],
-    )
-    .await?;
+    let mut client =
+        WsClient::connect_with(&gw.ws_url(&format!("?token={early}")), &[("X-Forwarded-For", "198.51.100.31")]).await?;
     let (_, closed) = client.recv_until_closed(DEADLINE).await?;
     anyhow::ensure!(closed.code == Some(4403), "a token not valid yet: {closed:?}");
 

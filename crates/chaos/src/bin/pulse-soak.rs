@@ -120,8 +120,7 @@ async fn session(url: String, since: Arc<Mutex<Option<String>>>, counts: Arc<Cou
 
 /// 0–999 ms, so lives overlap unevenly.
 fn rand_ms() -> u64 {
-    u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()))
-        % 1000
+    u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())) % 1000
 }
 
 /// Churns at `rate` per second for `length`; returns when every session ended.
@@ -152,7 +151,8 @@ async fn settled(pid: u32) -> anyhow::Result<Sample> {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let bin_dir = find_bin_dir(cli.bin_dir.as_deref())?;
-    let dir = cli.logs.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("pulse-soak-{}", std::process::id())));
+    let dir =
+        cli.logs.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("pulse-soak-{}", std::process::id())));
     let options = StackOptions { bin_dir, dir: dir.clone(), log_level: "warn".into() };
     let stack = Stack::distributed(&options).await?;
     let gateway = stack.gateways.first().context("no gateway")?;
@@ -203,7 +203,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let rss_grown_kib = end.rss_kib.saturating_sub(start.rss_kib);
     let mut problems = Vec::new();
     if rss_grown_kib > cli.rss_tolerance_mib * 1024 {
-        problems.push(format!("RSS grew by {:.1} MiB (tolerance {} MiB)", rss_grown_kib as f64 / 1024.0, cli.rss_tolerance_mib));
+        problems.push(format!(
+            "RSS grew by {:.1} MiB (tolerance {} MiB)",
+            rss_grown_kib as f64 / 1024.0,
+            cli.rss_tolerance_mib
+        ));
     }
     if end.fds > start.fds + 8 {
         problems.push(format!("open files {} → {}", start.fds, end.fds));
