@@ -195,9 +195,17 @@ impl Reader {
     /// Refuses the next frame from its header alone when the length it
     /// announces exceeds the limit, or, for a continuation, what is left of
     /// the limit after the fragments so far.
+    ///
+    /// A header the codec refuses from its first two bytes (reserved bits
+    /// set, unmasked, unknown opcode) is left to the codec, so that such a
+    /// frame closes with 1002 however its bytes are split across reads.
     fn check_announced_length(&self) -> Result<(), FrameError> {
         let Some(announced) = announced_length(&self.buf) else { return Ok(()) };
-        let opcode = self.buf[0] & 0x0f;
+        let (first, second) = (self.buf[0], self.buf[1]);
+        let opcode = first & 0x0f;
+        if first & 0x70 != 0 || second & 0x80 == 0 || !matches!(opcode, 0x0..=0x2 | 0x8..=0xA) {
+            return Ok(());
+        }
         let joined = match &self.partial {
             Some(partial) if opcode == 0 => partial.data.len(),
             _ => 0,
@@ -336,6 +344,44 @@ mod tests {
         reader.extend(&client_frame(false, OP_TEXT, &[b'x'; 10]));
         reader.extend(&client_frame(true, 0x0, &[b'x'; 6]));
         assert_eq!(reader.next_message().unwrap(), Some(Incoming::Text("x".repeat(16).into())));
+    }
+
+    /// Found by the `frames` fuzz target: a frame with reserved bits set
+    /// announcing a huge length closed with 1009 when its header arrived
+    /// whole and with 1002 when it arrived in pieces.
+    #[test]
+    fn a_bad_header_closes_with_1002_however_it_is_split() {
+        let mut bytes = client_frame(true, OP_TEXT, b"hi");
+        let bad_headers: [&[u8]; 3] = [
+            // RSV bits, opcode 0xf, masked, 64-bit length.
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x14, 0x74, 0x42],
+            // Unmasked, 2^40 bytes.
+            &[0x81, 127, 0, 0, 1, 0, 0, 0, 0, 0],
+            // Reserved opcode 0x3, masked, 2^40 bytes.
+            &[0x83, 0x80 | 127, 0, 0, 1, 0, 0, 0, 0, 0],
+        ];
+        for header in bad_headers {
+            bytes.truncate(8);
+            bytes.extend_from_slice(header);
+            for piece in [1, 2, 3, bytes.len()] {
+                let mut reader = Reader::new(72);
+                let mut outcome = Vec::new();
+                'read: for chunk in bytes.chunks(piece) {
+                    reader.extend(chunk);
+                    loop {
+                        match reader.next_message() {
+                            Ok(Some(message)) => outcome.push(Ok(message)),
+                            Ok(None) => break,
+                            Err(err) => {
+                                outcome.push(Err(err.close_code()));
+                                break 'read;
+                            }
+                        }
+                    }
+                }
+                assert_eq!(outcome, [Ok(Incoming::Text("hi".into())), Err(1002)], "{header:x?} in pieces of {piece}");
+            }
+        }
     }
 
     #[test]
