@@ -339,7 +339,7 @@ async fn hostile_clients_do_not_exhaust_or_fool_the_gateway_and_the_canary_loses
     let grown = peak.saturating_sub(baseline);
 
     let received = tokio::time::timeout(LONG, canary).await.context("canary")???;
-    let ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    let ids = |events: &[Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(ids(&received), ids(&published), "the canary lost, duplicated or reordered events");
     eprintln!("hostile: RSS peak +{} MiB over the attacks; huge frames taken before the close: {huge:?}", grown >> 20);
     assert!(grown < RSS_BUDGET, "RSS grew by {} MiB during the attacks ({huge:?})", grown >> 20);
