@@ -11,7 +11,7 @@ export const CONTROL_TYPES = new Set(['welcome', 'subscribed', 'unsubscribed', '
 
 /** Close codes after which the client waits for a new token or a manual `connect()`. */
 export function shouldReconnect(code) {
-  if (code === 1002 || code === 1008 || code === 1009) return false;
+  if (code === 1002 || code === 1007 || code === 1008 || code === 1009) return false;
   if (code >= 4400 && code < 4500) return false;
   return true;
 }

@@ -166,6 +166,9 @@ port = ${stack.gatewayPort}
 [redis]
 url = "${redisUrl}"
 prefix = "${prefix}"
+# The same as ingest: every process claims its history length and
+# publishers keep the largest claim.
+history_len = 50
 [gateway]
 heartbeat_interval = "${heartbeat}"
 client_timeout = "${clientTimeout}"

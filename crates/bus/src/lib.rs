@@ -16,10 +16,12 @@
 //! offset). Whether a reader that has everything up to a position can
 //! continue without missing an event is decided in one place,
 //! [`History::truncated`], for every reader: the gateway's resume, the HTTP
-//! history read and a subscription's gap fill.
+//! history read and a subscription's gap fill. Those that read page by page
+//! (the resume and the gap fill) do it with one [`HistoryPages`].
 //!
 //! A [`Subscription`] is a dynamic set of channels delivered as one ordered
-//! stream of [`BusMessage`]s. Whatever the cause of a lost live message (a
+//! stream of [`BusMessage`]s; its [`SubscriptionHandle`] adds and removes
+//! channels from other tasks without holding the stream up. Whatever the cause of a lost live message (a
 //! reconnection, a full queue), a subscription fills the gap from history
 //! after the last offset it delivered, so every event arrives once and in
 //! order per channel; where history no longer reaches back, it delivers a
@@ -29,6 +31,7 @@ mod backoff;
 mod error;
 mod link;
 mod memory;
+mod pages;
 mod redis_bus;
 pub mod redis_lua;
 mod router;
@@ -43,8 +46,9 @@ use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 pub use error::{BusError, is_unavailable as redis_unavailable};
 pub use link::LinkState;
 pub use memory::{MemoryBus, MemoryBusConfig};
+pub use pages::{HistoryPages, Page};
 pub use redis_bus::{RedisBus, RedisBusConfig};
-pub use subscription::Subscription;
+pub use subscription::{Subscription, SubscriptionHandle};
 
 /// Events kept per channel when no setting says otherwise: how far back a
 /// reconnecting client can resume. Every service that publishes trims the

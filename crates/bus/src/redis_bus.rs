@@ -1,6 +1,7 @@
 //! The Redis bus: streams for history, pub/sub for live delivery.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -556,9 +557,13 @@ impl PubSubLink {
     }
 
     /// Runs one connection until it is lost, silent, or the bus is dropped.
+    ///
+    /// Live messages are read all along: a subscribe, unsubscribe or ping
+    /// waiting for Redis's answer (one at a time, in order) runs beside the
+    /// stream, so a slow answer delays no channel's events.
     async fn serve(
         &self,
-        mut sink: redis::aio::PubSubSink,
+        sink: redis::aio::PubSubSink,
         mut stream: redis::aio::PubSubStream,
         requests: &mut mpsc::UnboundedReceiver<Converge>,
     ) -> Ended {
@@ -566,53 +571,96 @@ impl PubSubLink {
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
+        let mut ping_due = false;
+        let mut waiting: VecDeque<Converge> = VecDeque::new();
+        let mut in_flight: Option<InFlightOp> = None;
         loop {
+            while in_flight.is_none() {
+                if let Some(request) = waiting.pop_front() {
+                    let channel = request.channel.clone();
+                    let wanted = self.router.wants(&channel);
+                    let change = match (wanted, subscribed.contains(&channel)) {
+                        (true, false) => Change::Subscribe,
+                        (false, true) => Change::Unsubscribe,
+                        _ => {
+                            answer(request, Ok(()));
+                            continue;
+                        }
+                    };
+                    in_flight = Some(self.start(sink.clone(), Some(request), change));
+                } else if std::mem::take(&mut ping_due) {
+                    in_flight = Some(self.start(sink.clone(), None, Change::Ping));
+                } else {
+                    break;
+                }
+            }
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else { return Ended::Lost("connection closed".into()) };
                     deliver(&self.keys, &self.router, &message);
                 }
-                _ = ping.tick() => {
-                    match tokio::time::timeout(self.ping_timeout, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(err)) => return Ended::Lost(format!("ping failed: {err}")),
-                        Err(_) => return Ended::Lost(format!("no answer to a ping within {:?}", self.ping_timeout)),
-                    }
-                }
-                request = requests.recv() => {
-                    let Some(request) = request else { return Ended::BusGone };
-                    let channel = request.channel.clone();
-                    let wanted = self.router.wants(&channel);
-                    let result = if wanted && !subscribed.contains(&channel) {
-                        self.confirm(sink.subscribe(self.keys.live(&channel))).await.map(|()| {
-                            subscribed.insert(channel);
-                        })
-                    } else if !wanted && subscribed.contains(&channel) {
-                        self.confirm(sink.unsubscribe(self.keys.live(&channel))).await.map(|()| {
-                            subscribed.remove(&channel);
-                        })
-                    } else {
-                        Ok(())
-                    };
+                // A ping while another request waits would prove nothing new.
+                _ = ping.tick() => ping_due = in_flight.is_none(),
+                request = requests.recv() => match request {
+                    Some(request) => waiting.push_back(request),
+                    None => return Ended::BusGone,
+                },
+                (request, change, result) = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
                     if let Err(err) = result {
                         let why = err.to_string();
-                        answer(request, Err(err));
+                        if let Some(request) = request {
+                            answer(request, Err(err));
+                        }
                         return Ended::Lost(why);
                     }
-                    answer(request, Ok(()));
+                    if let Some(request) = request {
+                        match change {
+                            Change::Subscribe => subscribed.insert(request.channel.clone()),
+                            Change::Unsubscribe => subscribed.remove(&request.channel),
+                            Change::Ping => false,
+                        };
+                        answer(request, Ok(()));
+                    }
                 }
             }
         }
     }
 
-    /// Awaits a subscribe or unsubscribe confirmation within `ping_timeout`.
-    async fn confirm(&self, request: impl Future<Output = redis::RedisResult<()>>) -> Result<(), BusError> {
-        match tokio::time::timeout(self.ping_timeout, request).await {
-            Ok(result) => result.map_err(BusError::from),
-            Err(_) => Err(BusError::Unavailable(format!("redis did not confirm within {:?}", self.ping_timeout))),
-        }
+    /// Sends one request on the pub/sub connection; its future completes
+    /// with Redis's confirmation, or an error after `ping_timeout`.
+    fn start(&self, mut sink: redis::aio::PubSubSink, request: Option<Converge>, change: Change) -> InFlightOp {
+        let timeout = self.ping_timeout;
+        let live = request.as_ref().map(|r| self.keys.live(&r.channel));
+        Box::pin(async move {
+            let sent = async {
+                match (change, live) {
+                    (Change::Subscribe, Some(live)) => sink.subscribe(live).await,
+                    (Change::Unsubscribe, Some(live)) => sink.unsubscribe(live).await,
+                    _ => sink.ping::<redis::Value>().await.map(drop),
+                }
+            };
+            let result = match tokio::time::timeout(timeout, sent).await {
+                Ok(result) => result.map_err(BusError::from),
+                Err(_) => {
+                    Err(BusError::Unavailable(format!("redis did not answer on the pub/sub link within {timeout:?}")))
+                }
+            };
+            (request, change, result)
+        })
     }
 }
+
+/// What a request on the pub/sub connection changes.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Subscribe,
+    Unsubscribe,
+    Ping,
+}
+
+/// A request sent on the pub/sub connection, awaiting its answer.
+type InFlightOp = std::pin::Pin<Box<dyn Future<Output = (Option<Converge>, Change, Result<(), BusError>)> + Send>>;
 
 fn answer(request: Converge, result: Result<(), BusError>) {
     if let Some(done) = request.done {

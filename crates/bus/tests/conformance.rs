@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulse_bus::{Bus, BusMessage, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig, Subscription};
+use pulse_bus::{Bus, BusMessage, HistoryPages, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig, Subscription};
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, EventType, Offset, Position};
 use pulse_testkit::{DEADLINE, RedisServer, within};
 use serde_json::json;
@@ -61,7 +61,6 @@ conformance! {
     a_position_of_another_epoch_is_not_continued(100),
     a_position_ahead_of_the_head_is_not_continued(100),
     an_idempotent_publish_happens_once_per_key(100),
-    a_subscription_gets_a_gap_when_resuming_from_another_epoch(100),
     live_and_history_copies_carry_the_same_id(100),
     history_after_an_offset_with_a_limit(100),
     trimming_keeps_the_newest_and_reports_truncation(10),
@@ -69,8 +68,9 @@ conformance! {
     many_subscribers_each_get_everything_in_order(1000),
     one_subscription_serves_many_channels(100),
     unsubscribe_stops_delivery(100),
-    subscribe_from_replays_then_goes_live_without_gap_or_duplicate(10_000),
-    subscribe_from_beyond_history_yields_a_gap(5),
+    history_pages_then_live_without_gap_or_duplicate(10_000),
+    history_pages_report_what_history_no_longer_has(5),
+    a_channel_subscribed_from_another_task_joins_the_stream(100),
     a_subscriber_that_falls_behind_still_gets_everything(20_000),
     what_has_arrived_can_be_taken_without_waiting(100),
 }
@@ -176,7 +176,7 @@ async fn many_subscribers_each_get_everything_in_order(h: Harness) {
     let ch = channel("fanout");
     let mut subs = Vec::new();
     for _ in 0..5 {
-        let mut sub = h.bus.subscription();
+        let sub = h.bus.subscription();
         sub.subscribe(&ch).await.unwrap();
         subs.push(sub);
     }
@@ -226,7 +226,21 @@ async fn unsubscribe_stops_delivery(h: Harness) {
     assert_eq!((event.channel.clone(), n_of(&event)), (b, 3));
 }
 
-async fn subscribe_from_replays_then_goes_live_without_gap_or_duplicate(h: Harness) {
+/// Reads every page of `pages` into a list of events, and whether any
+/// page was truncated.
+async fn read_pages(bus: &dyn Bus, ch: &Channel, mut pages: HistoryPages) -> (Vec<Event>, bool) {
+    let (mut events, mut truncated) = (Vec::new(), false);
+    while let Some(after) = pages.next_request() {
+        let page = pages.accept(bus.history(ch, after, pages.limit()).await.unwrap());
+        truncated |= page.truncated;
+        events.extend(page.events);
+    }
+    (events, truncated)
+}
+
+/// The resume procedure: subscribe (live from the head on), read history
+/// after the client's position up to that head, then go live.
+async fn history_pages_then_live_without_gap_or_duplicate(h: Harness) {
     let ch = channel("resume");
     let mut ids = Vec::new();
     for n in 0..100 {
@@ -246,31 +260,61 @@ async fn subscribe_from_replays_then_goes_live_without_gap_or_duplicate(h: Harne
         }
     });
     let mut sub = h.bus.subscription();
-    sub.subscribe_from(&ch, ids[49]).await.unwrap();
-    for n in 50..400 {
-        assert_eq!(n_of(&*next_event(&mut sub).await), n);
+    let head = sub.subscribe(&ch).await.unwrap();
+    let (replayed, truncated) = read_pages(&*h.bus, &ch, HistoryPages::new(ids[49], Some(head), 7)).await;
+    assert!(!truncated);
+    assert_eq!(replayed.last().map(|e| e.id), (head != ids[49]).then_some(head));
+    let mut seen: Vec<u64> = replayed.iter().map(n_of).collect();
+    while seen.len() < 350 {
+        seen.push(n_of(&*next_event(&mut sub).await));
     }
+    assert_eq!(seen, (50..400).collect::<Vec<_>>());
     publisher.await.unwrap();
 }
 
-async fn subscribe_from_beyond_history_yields_a_gap(h: Harness) {
+async fn history_pages_report_what_history_no_longer_has(h: Harness) {
     // History keeps 5 events.
     let ch = channel("gappy");
     let mut ids = Vec::new();
     for n in 0..12 {
         ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
     }
+    let (events, truncated) = read_pages(&*h.bus, &ch, HistoryPages::new(ids[2], None, 2)).await;
+    assert!(truncated, "events after the position were trimmed");
+    assert_eq!(events.iter().map(n_of).collect::<Vec<_>>(), (7..12).collect::<Vec<_>>());
+    // A position of another epoch: truncated, then the current history.
+    let last = ids[11];
+    let stale = Position::new(Epoch::from_u64(last.epoch.as_u64().wrapping_add(1).max(1)), last.offset);
+    let (events, truncated) = read_pages(&*h.bus, &ch, HistoryPages::new(stale, None, 100)).await;
+    assert!(truncated);
+    assert_eq!(events.iter().map(n_of).collect::<Vec<_>>(), (7..12).collect::<Vec<_>>());
+    // Up to a bound, nothing after it.
+    let (events, truncated) = read_pages(&*h.bus, &ch, HistoryPages::new(ids[8], Some(ids[10]), 1)).await;
+    assert!(!truncated);
+    assert_eq!(events.iter().map(n_of).collect::<Vec<_>>(), [9, 10]);
+}
+
+async fn a_channel_subscribed_from_another_task_joins_the_stream(h: Harness) {
+    let (a, b) = (channel("first"), channel("second"));
     let mut sub = h.bus.subscription();
-    sub.subscribe_from(&ch, ids[2]).await.unwrap();
-    match within("gap", DEADLINE, sub.next()).await.unwrap() {
-        Some(BusMessage::Gap { channel, after }) => assert_eq!((channel, after), (ch.clone(), ids[2])),
-        other => panic!("expected a gap, got {other:?}"),
-    }
-    for n in 7..12 {
-        assert_eq!(n_of(&*next_event(&mut sub).await), n);
-    }
-    h.bus.publish(&ch, draft(12)).await.unwrap();
-    assert_eq!(n_of(&*next_event(&mut sub).await), 12);
+    sub.subscribe(&a).await.unwrap();
+    let handle = sub.handle();
+    let subscribing = tokio::spawn({
+        let b = b.clone();
+        async move { handle.subscribe(&b).await }
+    });
+    // The stream is read meanwhile.
+    h.bus.publish(&a, draft(1)).await.unwrap();
+    assert_eq!(n_of(&*next_event(&mut sub).await), 1);
+    within("subscribe", DEADLINE, subscribing).await.unwrap().unwrap().unwrap();
+    h.bus.publish(&b, draft(2)).await.unwrap();
+    let event = next_event(&mut sub).await;
+    assert_eq!((event.channel.clone(), n_of(&event)), (b.clone(), 2));
+    sub.handle().unsubscribe(&b);
+    h.bus.publish(&b, draft(3)).await.unwrap();
+    h.bus.publish(&a, draft(4)).await.unwrap();
+    let event = next_event(&mut sub).await;
+    assert_eq!((event.channel.clone(), n_of(&event)), (a, 4), "nothing of an unsubscribed channel");
 }
 
 async fn a_subscriber_that_falls_behind_still_gets_everything(h: Harness) {
@@ -353,24 +397,4 @@ async fn an_idempotent_publish_happens_once_per_key(h: Harness) {
     })
     .await
     .unwrap();
-}
-
-async fn a_subscription_gets_a_gap_when_resuming_from_another_epoch(h: Harness) {
-    let ch = channel("replaced");
-    let mut last = Position::ZERO;
-    for n in 0..3 {
-        last = h.bus.publish(&ch, draft(n)).await.unwrap().id;
-    }
-    let stale = Position::new(Epoch::from_u64(last.epoch.as_u64().wrapping_add(1).max(1)), last.offset);
-    let mut sub = h.bus.subscription();
-    sub.subscribe_from(&ch, stale).await.unwrap();
-    match within("gap", DEADLINE, sub.next()).await.unwrap() {
-        Some(BusMessage::Gap { channel, after }) => assert_eq!((channel, after), (ch.clone(), stale)),
-        other => panic!("expected a gap, got {other:?}"),
-    }
-    for n in 0..3 {
-        assert_eq!(n_of(&*next_event(&mut sub).await), n);
-    }
-    h.bus.publish(&ch, draft(3)).await.unwrap();
-    assert_eq!(n_of(&*next_event(&mut sub).await), 3);
 }

@@ -57,6 +57,12 @@ impl ClientMessage {
         if !CLIENT_TYPES.contains(&kind.as_str()) {
             return Err(ProtocolError::UnknownType(kind.chars().take(64).collect()));
         }
+        // A bad channel name is its own error, not a malformed message.
+        if let Some(serde_json::Value::String(name)) = value.get("channel")
+            && let Err(err) = Channel::parse(name)
+        {
+            return Err(ProtocolError::InvalidChannel(err.to_string()));
+        }
         serde_json::from_value(value).map_err(|e| ProtocolError::malformed(&format!("{kind} message"), &e))
     }
 
@@ -184,6 +190,10 @@ impl ServerFrame {
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
+    /// The client broke the WebSocket framing (1002, RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8 (1007, RFC 6455 §7.4.1).
+    pub const INVALID_DATA: u16 = 1007;
     /// The client kept sending garbage or broke the rules (1008, policy violation).
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over the size limit (1009, message too big).
@@ -204,9 +214,68 @@ pub mod close {
     /// Authentication is required and did not arrive or did not verify.
     pub const UNAUTHORIZED: u16 = 4403;
 
-    /// Whether a client should reconnect (with backoff) after this code.
+    /// Whether a client should reconnect (with backoff) after this code:
+    /// the `reconnect` column of `proto-docs/close-codes.md` ("with a new
+    /// token" is no: not without one). Codes the gateway does not send
+    /// (1001, 1006, …) reconnect.
     pub fn should_reconnect(code: u16) -> bool {
-        !matches!(code, POLICY_VIOLATION | MESSAGE_TOO_BIG | UNAUTHORIZED) && !(4400..4500).contains(&code)
+        !matches!(code, PROTOCOL_ERROR | INVALID_DATA | POLICY_VIOLATION | MESSAGE_TOO_BIG)
+            && !(4400..4500).contains(&code)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        /// The table every client follows.
+        const TABLE: &str = include_str!("../../../proto-docs/close-codes.md");
+
+        /// `(code, reconnect column)` of each row of the close-code table.
+        fn rows() -> Vec<(u16, String)> {
+            TABLE
+                .lines()
+                .filter_map(|line| {
+                    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                    let code = cells.get(1)?.parse::<u16>().ok()?;
+                    Some((code, cells.get(5)?.to_string()))
+                })
+                .collect()
+        }
+
+        #[test]
+        fn should_reconnect_answers_as_the_documented_table() {
+            let rows = rows();
+            assert!(rows.len() >= 12, "the table was not found: {rows:?}");
+            for (code, reconnect) in rows {
+                assert!(
+                    ["yes", "no", "with a new token"].contains(&reconnect.as_str()),
+                    "{code}: unknown answer {reconnect:?}"
+                );
+                assert_eq!(super::should_reconnect(code), reconnect == "yes", "close code {code}");
+            }
+            for code in [1001, 1006, 4002, 4099] {
+                assert!(super::should_reconnect(code), "{code}");
+            }
+        }
+
+        #[test]
+        fn every_code_the_gateway_sends_is_in_the_table() {
+            let documented: Vec<u16> = rows().into_iter().map(|(code, _)| code).collect();
+            for code in [
+                super::NORMAL,
+                super::PROTOCOL_ERROR,
+                super::INVALID_DATA,
+                super::POLICY_VIOLATION,
+                super::MESSAGE_TOO_BIG,
+                super::INTERNAL_ERROR,
+                super::SERVICE_RESTART,
+                super::TRY_AGAIN_LATER,
+                super::SLOW_CONSUMER,
+                super::HEARTBEAT_TIMEOUT,
+                super::TOKEN_EXPIRED,
+                super::UNAUTHORIZED,
+            ] {
+                assert!(documented.contains(&code), "{code} is not in proto-docs/close-codes.md");
+            }
+        }
     }
 }
 
@@ -258,6 +327,14 @@ mod tests {
         assert_eq!(ClientMessage::parse(r#"{"channel":"a"}"#), Err(ProtocolError::MissingType));
         assert_eq!(ClientMessage::parse(r#"{"type":7}"#), Err(ProtocolError::MissingType));
         assert_eq!(ClientMessage::parse(r#"{"type":"dance"}"#), Err(ProtocolError::UnknownType("dance".into())));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channel":"no spaces"}"#),
+            Err(ProtocolError::InvalidChannel(_))
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channel":7}"#),
+            Err(ProtocolError::Malformed { .. })
+        ));
         let err = ClientMessage::parse(r#"{"type":"subscribe"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field `channel`"), "{err}");
         let err = ClientMessage::parse(r#"{"type":"subscribe","channel":"a b"}"#).unwrap_err();

@@ -13,6 +13,10 @@ pub enum ProtocolError {
     /// A JSON object without a string `type` field.
     #[error("message has no \"type\" field")]
     MissingType,
+    /// A `channel` field that is not a valid channel name (see
+    /// [`Channel::parse`](crate::Channel::parse)).
+    #[error("invalid channel: {0}")]
+    InvalidChannel(String),
 }
 
 impl ProtocolError {

@@ -30,6 +30,9 @@ struct State {
     frozen_before: u64,
     /// New connections are frozen too.
     freeze_new: bool,
+    /// Connections accepted before this generation stop forwarding what the
+    /// service sends (its requests); what the server sends still flows.
+    requests_frozen_before: u64,
     /// Connections accepted before this generation are closed.
     cut_before: u64,
 }
@@ -72,11 +75,21 @@ impl TcpProxy {
         self.state.send_modify(|s| s.freeze_new = true);
     }
 
+    /// Stops every connection open now from forwarding the service's bytes
+    /// (requests, subscribes, pings) while the server's bytes (pub/sub
+    /// messages) still reach the service: a server that stopped answering
+    /// but keeps pushing.
+    pub fn freeze_requests(&self) {
+        let generation = self.accepted.load(Ordering::SeqCst);
+        self.state.send_modify(|s| s.requests_frozen_before = generation);
+    }
+
     /// Lets every connection move bytes again.
     pub fn thaw(&self) {
         self.state.send_modify(|s| {
             s.frozen_before = 0;
             s.freeze_new = false;
+            s.requests_frozen_before = 0;
         });
     }
 
@@ -126,8 +139,9 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: watch::Se
                     }
                     continue;
                 }
+                let requests_flow = generation > current.requests_frozen_before;
                 tokio::select! {
-                    read = client_read.read(&mut up) => match read {
+                    read = client_read.read(&mut up), if requests_flow => match read {
                         Ok(0) | Err(_) => return,
                         Ok(n) => if server_write.write_all(&up[..n]).await.is_err() { return },
                     },
@@ -188,6 +202,19 @@ mod tests {
         // The held request is answered once thawed.
         let mut buf = [0u8; 2];
         tokio::time::timeout(Duration::from_secs(10), old.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf, b"hi");
+    }
+
+    #[tokio::test]
+    async fn freeze_requests_holds_what_the_client_sends_only() {
+        let proxy = TcpProxy::start(echo_server().await).await.unwrap();
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(round_trip(&mut stream, Duration::from_secs(10)).await.is_some());
+        proxy.freeze_requests();
+        assert_eq!(round_trip(&mut stream, Duration::from_millis(300)).await, None, "the request is held");
+        proxy.thaw();
+        let mut buf = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut buf)).await.unwrap().unwrap();
         assert_eq!(&buf, b"hi");
     }
 

@@ -24,9 +24,12 @@ pub struct FanOut {
 
 impl FanOut {
     pub fn new(subscribers: usize) -> Self {
-        let (hub, _commands) = Hub::new(Metrics::new());
+        // The hub's bus is never asked for anything here: every subscriber is
+        // added as if the bus delivered the channel already.
+        let bus = pulse_bus::MemoryBus::new(pulse_bus::MemoryBusConfig::default());
+        let hub = Hub::new(Metrics::new(), pulse_bus::Bus::subscription(&bus).handle());
         let channel = Channel::parse("bench").unwrap_or_else(|e| unreachable!("valid channel: {e}"));
-        let queues: Vec<_> = (0..subscribers).map(|_| Arc::new(ClientQueue::new(1024))).collect();
+        let queues: Vec<_> = (0..subscribers).map(|_| Arc::new(ClientQueue::new(1024, usize::MAX))).collect();
         for queue in &queues {
             hub.add_local(&channel, Subscriber { queue: queue.clone(), tag: 0 });
         }

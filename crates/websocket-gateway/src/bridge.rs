@@ -1,49 +1,26 @@
-//! The bridge between the bus and the hub: owns the instance's one bus
-//! [`Subscription`], applies the hub's subscribe/unsubscribe commands to it,
-//! and hands every message it yields to the hub.
+//! The bridge between the bus and the hub: reads the instance's one bus
+//! [`Subscription`] and hands every message it yields to the hub. Channels
+//! are added and removed by the hub through the subscription's handle, so
+//! nothing here waits on anything but the stream.
 
 use std::sync::Arc;
 
+use crate::hub::Hub;
 use pulse_bus::{BusMessage, Subscription};
 use pulse_protocol::Event;
 use pulse_runtime::Shutdown;
-use tokio::sync::mpsc;
-
-use crate::hub::{Command, Hub};
 
 /// Events handed to the hub at once, at most.
 const MAX_BATCH: usize = 256;
 
 /// Runs until `halt` (after the server has stopped: clients being drained
 /// still receive events), or until the bus is gone.
-pub(crate) async fn run(
-    hub: Hub,
-    mut subscription: Subscription,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    halt: Shutdown,
-) {
+pub(crate) async fn run(hub: Hub, mut subscription: Subscription, halt: Shutdown) {
     let halted = halt.cancelled();
     tokio::pin!(halted);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         tokio::select! {
-            // Commands first: a subscriber is waiting on each Subscribe.
-            biased;
-            command = commands.recv() => match command {
-                Some(Command::Subscribe { entry, reply }) => {
-                    let result = subscription.subscribe(&entry.channel).await;
-                    if let Ok(head) = &result {
-                        entry.set_head(*head);
-                    }
-                    let _ = reply.send(result);
-                }
-                Some(Command::Unsubscribe(channel)) => {
-                    // A new local subscriber may have re-created the channel
-                    // already; its Subscribe command queues after this one.
-                    subscription.unsubscribe(&channel);
-                }
-                None => break,
-            },
             message = subscription.next() => {
                 let Some(first) = message else {
                     tracing::error!("the bus subscription ended; no more events will be delivered");

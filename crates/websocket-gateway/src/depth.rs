@@ -104,7 +104,7 @@ mod tests {
     fn a_sample_reads_every_registered_queue() {
         let handle = pulse_runtime::install_metrics().unwrap();
         let depths = QueueDepths::new();
-        let (a, b) = (Arc::new(ClientQueue::new(100)), Arc::new(ClientQueue::new(100)));
+        let (a, b) = (Arc::new(ClientQueue::new(100, 1 << 20)), Arc::new(ClientQueue::new(100, 1 << 20)));
         let _a = depths.register(&a);
         let gone = depths.register(&b);
         for _ in 0..3 {

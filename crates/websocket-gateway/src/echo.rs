@@ -62,7 +62,7 @@ async fn echo(tcp: &mut TcpStream, reader: &mut Reader) -> Option<CloseReason> {
             let message = match reader.next_message() {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
-                Err(err) => return Some(session::reason(err.close_code(), error_text(&err))),
+                Err(err) => return Some(crate::core::reason(err.close_code(), error_text(&err))),
             };
             out.clear();
             match message {
@@ -79,7 +79,7 @@ async fn echo(tcp: &mut TcpStream, reader: &mut Reader) -> Option<CloseReason> {
                     return Some(if frames::valid_close_code(u16::from(theirs.code)) {
                         CloseReason::from(theirs.code)
                     } else {
-                        session::reason(1002, "invalid close code")
+                        crate::core::reason(1002, "invalid close code")
                     });
                 }
             }

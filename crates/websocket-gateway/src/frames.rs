@@ -17,6 +17,7 @@ use actix_codec::Decoder;
 use actix_http::ws::{CloseReason, Codec, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use pulse_protocol::browser::close;
 
 pub(crate) const OP_TEXT: u8 = 0x1;
 pub(crate) const OP_BINARY: u8 = 0x2;
@@ -90,8 +91,8 @@ impl FrameError {
     pub(crate) fn close_code(&self) -> u16 {
         match self {
             Self::TooBig(_) => pulse_protocol::browser::close::MESSAGE_TOO_BIG,
-            Self::InvalidUtf8 => 1007,
-            Self::Protocol(_) => 1002,
+            Self::InvalidUtf8 => close::INVALID_DATA,
+            Self::Protocol(_) => close::PROTOCOL_ERROR,
         }
     }
 }

@@ -24,27 +24,27 @@ use crate::snapshot::Snapshots;
 /// does both for the standalone gateway binary.
 #[derive(Clone)]
 pub struct Gateway {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) settings: Settings,
-    pub(crate) bus: Arc<dyn Bus>,
-    pub(crate) snapshots: Snapshots,
-    pub(crate) hub: Hub,
-    pub(crate) verifier: Option<Verifier>,
-    pub(crate) ip_limiter: IpLimiter,
-    pub(crate) connections: Arc<ConnectionCount>,
-    pub(crate) presence: Arc<Presence>,
-    pub(crate) metrics: Metrics,
+struct Inner {
+    settings: Settings,
+    bus: Arc<dyn Bus>,
+    snapshots: Snapshots,
+    hub: Hub,
+    verifier: Option<Verifier>,
+    ip_limiter: IpLimiter,
+    connections: Arc<ConnectionCount>,
+    presence: Arc<Presence>,
+    metrics: Metrics,
     /// Every open connection's queue, sampled for the depth metrics.
-    pub(crate) depths: Arc<QueueDepths>,
-    pub(crate) health: Health,
+    depths: Arc<QueueDepths>,
+    health: Health,
     /// Triggered to drain: clients are closed with 1012 over the window.
-    pub(crate) drain: Shutdown,
+    drain: Shutdown,
     /// Triggered once the server has stopped: background tasks end.
-    pub(crate) halt: Shutdown,
-    pub(crate) instance: String,
+    halt: Shutdown,
+    instance: String,
     next_connection: AtomicU64,
     slow_closes: AtomicU64,
 }
@@ -95,7 +95,8 @@ impl Gateway {
             tracing::warn!("no auth key configured and anonymous access is off: no browser can connect");
         }
         let metrics = Metrics::new();
-        let (hub, commands) = Hub::new(metrics.clone());
+        let subscription = bus.subscription();
+        let hub = Hub::new(metrics.clone(), subscription.handle());
         let instance = format!("gw-{:08x}", rand::random::<u32>());
         let presence = Arc::new(Presence::new(
             settings.presence.channels.clone(),
@@ -135,7 +136,7 @@ impl Gateway {
             next_connection: AtomicU64::new(1),
             slow_closes: AtomicU64::new(0),
         });
-        tokio::spawn(crate::bridge::run(hub, bus.subscription(), commands, halt.clone()));
+        tokio::spawn(crate::bridge::run(hub, subscription, halt.clone()));
         tokio::spawn(inner.depths.clone().run(halt.clone()));
         tokio::spawn(presence.run(bus, halt));
         let health = inner.health.clone();
@@ -196,6 +197,44 @@ impl Gateway {
     pub(crate) fn next_connection_id(&self) -> String {
         let n = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n:x}", self.inner.instance)
+    }
+
+    pub(crate) fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    pub(crate) fn snapshots(&self) -> &Snapshots {
+        &self.inner.snapshots
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub(crate) fn verifier(&self) -> Option<&Verifier> {
+        self.inner.verifier.as_ref()
+    }
+
+    pub(crate) fn presence(&self) -> &Presence {
+        &self.inner.presence
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn depths(&self) -> &Arc<QueueDepths> {
+        &self.inner.depths
+    }
+
+    /// The drain signal: triggered when the instance starts draining.
+    pub(crate) fn drain_signal(&self) -> Shutdown {
+        self.inner.drain.clone()
+    }
+
+    /// Whether `ip` may open one more connection now (attempts per second).
+    pub(crate) fn allow_attempt_from(&self, ip: std::net::IpAddr) -> bool {
+        self.inner.ip_limiter.allow(ip)
     }
 
     pub(crate) fn count_slow_close(&self) {

@@ -1,9 +1,11 @@
 //! The hub: which local connections want which channel, and the fan-out.
 //!
 //! The instance holds one bus [`Subscription`](pulse_bus::Subscription),
-//! owned by the [bridge](crate::bridge). A channel is subscribed on the bus
-//! when its first local subscriber arrives (the subscriber waits for it) and
-//! released when the last one leaves.
+//! read by the [bridge](crate::bridge). A channel is subscribed on the bus,
+//! through the subscription's handle, when its first local subscriber
+//! arrives: that subscriber's task waits for the bus, never the bridge, so a
+//! slow subscribe holds up no other channel. It is released when the last
+//! local subscriber leaves; a subscribe that fails is rolled back.
 //!
 //! Fan-out serialises each event once into a shared [`ByteString`] and
 //! pushes a refcounted copy onto each subscriber's [`ClientQueue`] without
@@ -14,9 +16,9 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
-use pulse_bus::BusError;
+use pulse_bus::{BusError, SubscriptionHandle};
 use pulse_protocol::{Channel, ControlMessage, Event, Position};
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
 use crate::queue::{ClientQueue, Tag};
@@ -29,15 +31,6 @@ pub(crate) type SubKey = usize;
 pub(crate) struct Subscriber {
     pub(crate) queue: Arc<ClientQueue>,
     pub(crate) tag: Tag,
-}
-
-/// What the hub asks of the bridge.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Subscribe on the bus; answer with the channel's head.
-    Subscribe { entry: Arc<ChannelEntry>, reply: oneshot::Sender<Result<Position, BusError>> },
-    /// The last local subscriber left.
-    Unsubscribe(Channel),
 }
 
 #[derive(Debug)]
@@ -59,8 +52,8 @@ struct Subs {
 }
 
 impl ChannelEntry {
-    /// Called by the bridge once the bus has subscribed the channel.
-    pub(crate) fn set_head(&self, head: Position) {
+    /// Called once the bus has subscribed the channel.
+    fn set_head(&self, head: Position) {
         let mut subs = self.subs.lock();
         if head.follows(&subs.last) {
             subs.last = head;
@@ -73,8 +66,6 @@ impl ChannelEntry {
 pub(crate) enum HubError {
     #[error("the event bus is unavailable: {0}")]
     Bus(#[from] BusError),
-    #[error("the gateway is shutting down")]
-    Stopped,
 }
 
 /// See the [module docs](self). Cheap to clone.
@@ -85,17 +76,15 @@ pub(crate) struct Hub {
 
 struct HubInner {
     channels: RwLock<HashMap<Channel, Arc<ChannelEntry>>>,
-    // Unbounded, yet bounded in practice: one command per channel that gains
-    // its first or loses its last local subscriber, each caused by a
-    // rate-limited client message.
-    commands: mpsc::UnboundedSender<Command>,
+    bus: SubscriptionHandle,
     metrics: Metrics,
 }
 
 impl Hub {
-    pub(crate) fn new(metrics: Metrics) -> (Self, mpsc::UnboundedReceiver<Command>) {
-        let (commands, rx) = mpsc::unbounded_channel();
-        (Self { inner: Arc::new(HubInner { channels: RwLock::default(), commands, metrics }) }, rx)
+    /// A hub subscribing channels through `bus`, whose stream the bridge
+    /// reads.
+    pub(crate) fn new(metrics: Metrics, bus: SubscriptionHandle) -> Self {
+        Self { inner: Arc::new(HubInner { channels: RwLock::default(), bus, metrics }) }
     }
 
     /// Adds `subscriber` to `channel`, subscribing the bus first if it is
@@ -108,15 +97,15 @@ impl Hub {
     ) -> Result<(SubKey, Position), HubError> {
         loop {
             let entry = self.entry(channel);
+            // The first subscriber's task subscribes the bus; others wait
+            // for it. If it fails or is dropped, the bus handle has rolled
+            // the channel back and the next waiter tries again.
             let ready = entry
                 .bus
                 .get_or_try_init(|| async {
-                    let (reply, answer) = oneshot::channel();
-                    self.inner
-                        .commands
-                        .send(Command::Subscribe { entry: entry.clone(), reply })
-                        .map_err(|_| HubError::Stopped)?;
-                    answer.await.map_err(|_| HubError::Stopped)?.map(|_| ()).map_err(HubError::from)
+                    let head = self.inner.bus.subscribe(channel).await?;
+                    entry.set_head(head);
+                    Ok::<_, HubError>(())
                 })
                 .await;
             if let Err(err) = ready {
@@ -126,6 +115,8 @@ impl Hub {
             let mut subs = entry.subs.lock();
             if subs.removed {
                 // The last subscriber left while we waited; start over.
+                drop(subs);
+                self.release_if_orphaned(channel);
                 continue;
             }
             let key = subs.list.insert(subscriber);
@@ -166,8 +157,17 @@ impl Hub {
                 self.inner.metrics.channels.decrement(1.0);
             }
             if entry.bus.initialized() {
-                let _ = self.inner.commands.send(Command::Unsubscribe(entry.channel.clone()));
+                self.inner.bus.unsubscribe(&entry.channel);
             }
+        }
+    }
+
+    /// After a subscribe completed on an entry that was removed meanwhile:
+    /// unless a newer entry took the channel over, nobody will release it.
+    fn release_if_orphaned(&self, channel: &Channel) {
+        let channels = self.inner.channels.read();
+        if !channels.contains_key(channel) {
+            self.inner.bus.unsubscribe(channel);
         }
     }
 
@@ -207,15 +207,13 @@ impl Hub {
         let texts: Vec<(Position, ByteString)> =
             run.iter().map(|event| (event.id, ByteString::from(event.to_json()))).collect();
         let mut subs = entry.subs.lock();
-        // Events at or below `last` were fanned out already (offsets grow
-        // within an epoch; an event of a new epoch is always news).
-        let fresh = texts.partition_point(|(position, _)| !position.follows(&subs.last));
-        let texts = &texts[fresh..];
+        // The bus delivers each event once and in order: the newest is where
+        // a subscriber that joins now starts.
         let Some((newest, _)) = texts.last() else { return };
         subs.last = *newest;
         let mut delivered = 0u64;
         for (_, subscriber) in subs.list.iter() {
-            if subscriber.queue.push_live(subscriber.tag, texts) {
+            if subscriber.queue.push_live(subscriber.tag, &texts) {
                 delivered += 1;
             }
         }
@@ -224,7 +222,7 @@ impl Hub {
         metrics.events_out.increment(delivered * texts.len() as u64);
         metrics.bytes_out.increment(delivered * bytes as u64);
         let now = pulse_protocol::timestamp::now();
-        for event in &run[fresh..] {
+        for event in run {
             let age = now.signed_duration_since(event.ts);
             metrics.latency.record(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
         }

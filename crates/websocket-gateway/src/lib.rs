@@ -8,14 +8,19 @@
 //!   serialised once, pushed without waiting to every subscriber's queue);
 //! - `bridge`: owns the instance's one bus subscription, follows the hub's
 //!   demand, feeds the hub;
-//! - `queue`: one client's bounded outbound queue (slow → closed with 4000);
-//! - `connection`: a client's identity and subscriptions, and resume
-//!   (replay history, then live, no gap, no duplicate);
-//! - `upgrade`: takes a WebSocket upgrade request and its socket from
-//!   actix-http (below the router), checks it, and runs the session;
-//! - `session`: the WebSocket session loop on the socket itself (protocol,
-//!   heartbeat, limits, token expiry, drain); `frames`: the frame codec;
-//! - [`sse`]: the SSE transport and its `Last-Event-ID` format;
+//! - `queue`: one client's outbound queue, bounded in frames and bytes
+//!   (slow → closed with 4000);
+//! - `client`: a client's identity and subscriptions, and resume (replay
+//!   history, then live, no gap, no duplicate);
+//! - `core`: the client core, one loop per connection applying every
+//!   policy (protocol messages, auth and token expiry, limits, heartbeat,
+//!   slow clients, drain) over a `Transport`;
+//! - the transports: `session` (WebSocket, on the socket itself; `frames`:
+//!   the frame codec) and [`sse`] (Server-Sent Events and its
+//!   `Last-Event-ID` format);
+//! - `admission`: the checks every new connection passes ([`Rejected`]);
+//!   `upgrade`: takes a WebSocket upgrade request and its socket from
+//!   actix-http (below the router);
 //! - `auth`, `limits`, `presence`, [`snapshot`] (`refresh`),
 //!   [`metrics`];
 //! - `routes`: the HTTP side ([`configure`] mounts it in an actix app that
@@ -26,11 +31,13 @@
 //! `proto-docs/asyncapi.yaml` and `proto-docs/close-codes.md` describe the
 //! protocol and the close and error codes.
 
+mod admission;
 mod auth;
 #[doc(hidden)]
 pub mod bench_support;
 mod bridge;
-mod connection;
+mod client;
+mod core;
 pub mod depth;
 mod echo;
 mod frames;
@@ -51,9 +58,10 @@ pub mod sse;
 mod startup;
 mod upgrade;
 
+pub use admission::Rejected;
 pub use gateway::{Gateway, GatewayStats, StartupError};
 pub use presence::MAX_LISTED as PRESENCE_MAX_LISTED;
-pub use routes::{Rejected, configure, configure_static};
+pub use routes::{configure, configure_static};
 pub use server::serve;
 pub use settings::Settings;
 pub use snapshot::{NoState, SnapshotError, SnapshotSource, Snapshots, StoreSnapshots};

@@ -1,5 +1,11 @@
 //! One client's bounded outbound queue.
 //!
+//! The queue is bounded twice: in frames (`gateway.queue_capacity`) and in
+//! bytes (`gateway.queue_bytes`, control frames and snapshots included), so
+//! that neither many small events nor a few large ones let one client hold
+//! unbounded memory. A single frame larger than the byte bound is still
+//! taken into an empty queue.
+//!
 //! The hub pushes with [`ClientQueue::push_live`], which never waits: a full
 //! queue marks the client slow (its frames are dropped at once, freeing the
 //! memory) and wakes its transport, which closes it with 4000. Frames are
@@ -30,6 +36,12 @@ pub(crate) type Tag = u32;
 /// Tag of frames that belong to no subscription (control messages).
 pub(crate) const NO_TAG: Tag = Tag::MAX;
 
+/// Tag of a `snapshot` frame (belongs to no subscription's position).
+pub(crate) const SNAPSHOT_TAG: Tag = Tag::MAX - 1;
+
+/// Tags below this number subscriptions.
+pub(crate) const SUBSCRIPTION_TAGS: Tag = SNAPSHOT_TAG;
+
 /// A frame waiting to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
@@ -43,7 +55,7 @@ pub(crate) struct Outbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueStatus {
     Open,
-    /// The client fell `capacity` frames behind.
+    /// The client fell `capacity` frames or bytes behind.
     Overflowed,
     /// The transport is shutting the connection.
     Closed,
@@ -54,7 +66,15 @@ struct State {
     frames: VecDeque<Outbound>,
     /// Subscriptions being resumed, and the live frames held for each.
     held: Vec<(Tag, Vec<Outbound>)>,
+    /// Bytes of text in `frames` and in `held`.
+    bytes: usize,
+    /// A snapshot is among `frames`.
+    snapshot_queued: bool,
     status: QueueStatus,
+}
+
+fn text_bytes<'a>(frames: impl IntoIterator<Item = &'a Outbound>) -> usize {
+    frames.into_iter().map(|frame| frame.text.len()).sum()
 }
 
 /// See the [module docs](self).
@@ -68,16 +88,32 @@ pub(crate) struct ClientQueue {
     /// Wakes a replay waiting for room.
     room: Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl ClientQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` frames and `max_bytes` bytes of text.
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
+        let state = State {
+            frames: VecDeque::new(),
+            held: Vec::new(),
+            bytes: 0,
+            snapshot_queued: false,
+            status: QueueStatus::Open,
+        };
         Self {
-            state: Mutex::new(State { frames: VecDeque::new(), held: Vec::new(), status: QueueStatus::Open }),
+            state: Mutex::new(state),
             ready: Notify::new(),
             room: Notify::new(),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
         }
+    }
+
+    /// Whether `frames` more frames of `bytes` bytes fit beside what is
+    /// queued and held.
+    fn fits(&self, state: &State, queued: usize, frames: usize, bytes: usize) -> bool {
+        queued + frames <= self.capacity && (state.bytes == 0 || state.bytes + bytes <= self.max_bytes)
     }
 
     /// Queues live events of subscription `tag`, in order, and wakes the
@@ -89,14 +125,16 @@ impl ClientQueue {
         }
         let frames = events.iter().map(|(offset, text)| Outbound { text: text.clone(), tag, offset: *offset });
         // While the subscription resumes, its live events are held aside.
-        if let Some((_, held)) = state.held.iter_mut().find(|(t, _)| *t == tag) {
-            if held.len() + events.len() > self.capacity {
+        let bytes: usize = events.iter().map(|(_, text)| text.len()).sum();
+        if let Some(index) = state.held.iter().position(|(t, _)| *t == tag) {
+            if !self.fits(&state, state.held[index].1.len(), events.len(), bytes) {
                 return self.overflowed(&mut state);
             }
-            held.extend(frames);
+            state.bytes += bytes;
+            state.held[index].1.extend(frames);
             return true;
         }
-        self.push_locked(&mut state, frames)
+        self.push_locked(&mut state, frames, bytes)
     }
 
     /// Queues a control message (counts toward the capacity like events).
@@ -105,13 +143,35 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return false;
         }
-        self.push_locked(&mut state, std::iter::once(Outbound { text, tag: NO_TAG, offset: Position::ZERO }))
+        let bytes = text.len();
+        self.push_locked(&mut state, std::iter::once(Outbound { text, tag: NO_TAG, offset: Position::ZERO }), bytes)
     }
 
-    fn push_locked(&self, state: &mut State, frames: impl ExactSizeIterator<Item = Outbound>) -> bool {
-        if state.frames.len() + frames.len() > self.capacity {
+    /// Queues a `snapshot` (see [`Self::snapshot_queued`]).
+    pub(crate) fn push_snapshot(&self, text: ByteString) -> bool {
+        let mut state = self.state.lock();
+        if state.status != QueueStatus::Open {
+            return false;
+        }
+        let bytes = text.len();
+        let frame = Outbound { text, tag: SNAPSHOT_TAG, offset: Position::ZERO };
+        let pushed = self.push_locked(&mut state, std::iter::once(frame), bytes);
+        state.snapshot_queued |= pushed;
+        pushed
+    }
+
+    /// Whether a snapshot waits in the queue (not yet taken by the
+    /// transport).
+    pub(crate) fn snapshot_queued(&self) -> bool {
+        self.state.lock().snapshot_queued
+    }
+
+    /// Queues `frames`, of `bytes` bytes of text in all.
+    fn push_locked(&self, state: &mut State, frames: impl ExactSizeIterator<Item = Outbound>, bytes: usize) -> bool {
+        if !self.fits(state, state.frames.len(), frames.len(), bytes) {
             return self.overflowed(state);
         }
+        state.bytes += bytes;
         let was_empty = state.frames.is_empty();
         state.frames.extend(frames);
         // The transport takes everything at once: one wake-up per batch.
@@ -127,6 +187,7 @@ impl ClientQueue {
         state.status = QueueStatus::Overflowed;
         state.frames = VecDeque::new();
         state.held = Vec::new();
+        state.bytes = 0;
         self.ready.notify_one();
         false
     }
@@ -139,6 +200,7 @@ impl ClientQueue {
             return false;
         }
         let was_empty = state.frames.is_empty();
+        state.bytes += text.len();
         state.frames.push_back(Outbound { text, tag, offset });
         if was_empty {
             self.ready.notify_one();
@@ -146,8 +208,8 @@ impl ClientQueue {
         true
     }
 
-    /// Waits until at most half the capacity is queued (or the queue is no
-    /// longer open). Returns whether it is open.
+    /// Waits until at most half the capacity (frames and bytes) is queued
+    /// (or the queue is no longer open). Returns whether it is open.
     pub(crate) async fn wait_for_room(&self) -> bool {
         loop {
             let notified = self.room.notified();
@@ -156,7 +218,7 @@ impl ClientQueue {
                 if state.status != QueueStatus::Open {
                     return false;
                 }
-                if state.frames.len() <= self.capacity / 2 {
+                if state.frames.len() <= self.capacity / 2 && state.bytes <= self.max_bytes / 2 {
                     return true;
                 }
             }
@@ -187,11 +249,13 @@ impl ClientQueue {
         if state.status != QueueStatus::Open {
             return None;
         }
+        state.bytes -= text_bytes(&held);
         let mut sent = last;
         for frame in held {
             if frame.offset.follows(&sent) {
                 sent = frame.offset;
-                if !self.push_locked(&mut state, std::iter::once(frame)) {
+                let bytes = frame.text.len();
+                if !self.push_locked(&mut state, std::iter::once(frame), bytes) {
                     return None;
                 }
             }
@@ -199,12 +263,16 @@ impl ClientQueue {
         // The trailer carries the tag and offset so that SSE can put the
         // position in its event id even when no event was sent.
         let text = trailer(sent);
-        self.push_locked(&mut state, std::iter::once(Outbound { text, tag, offset: sent })).then_some(sent)
+        let bytes = text.len();
+        self.push_locked(&mut state, std::iter::once(Outbound { text, tag, offset: sent }), bytes).then_some(sent)
     }
 
     /// Stops holding `tag`, dropping what was held (unsubscribed mid-replay).
     pub(crate) fn discard(&self, tag: Tag) {
-        take_held(&mut self.state.lock(), tag);
+        let mut state = self.state.lock();
+        if let Some(held) = take_held(&mut state, tag) {
+            state.bytes -= text_bytes(&held);
+        }
     }
 
     /// Moves every queued frame into `out` (which must be empty) and returns
@@ -214,6 +282,8 @@ impl ClientQueue {
         let status = {
             let mut state = self.state.lock();
             std::mem::swap(&mut state.frames, out);
+            state.bytes -= text_bytes(out.iter());
+            state.snapshot_queued = false;
             state.status
         };
         self.room.notify_waiters();
@@ -239,6 +309,7 @@ impl ClientQueue {
             }
             state.frames = VecDeque::new();
             state.held = Vec::new();
+            state.bytes = 0;
         }
         self.ready.notify_one();
         self.room.notify_waiters();
@@ -288,7 +359,7 @@ mod tests {
 
     #[test]
     fn overflow_marks_slow_and_frees_the_backlog() {
-        let queue = ClientQueue::new(2);
+        let queue = ClientQueue::new(2, 1 << 20);
         assert!(queue.push_live(0, &[(p(1, 0), text("a")), (p(2, 0), text("b"))]));
         assert!(!queue.push_live(0, &[(p(3, 0), text("c"))]));
         let (frames, status) = drain(&queue);
@@ -299,7 +370,7 @@ mod tests {
 
     #[test]
     fn held_frames_are_released_after_the_replay_without_duplicates() {
-        let queue = ClientQueue::new(10);
+        let queue = ClientQueue::new(10, 1 << 20);
         queue.hold(1);
         assert!(queue.push_live(1, &[(p(5, 0), text("e5")), (p(6, 0), text("e6"))]));
         assert!(queue.push_live(2, &[(p(1, 0), text("other"))]));
@@ -315,7 +386,7 @@ mod tests {
 
     #[test]
     fn held_frames_of_a_new_epoch_are_released_even_with_lower_offsets() {
-        let queue = ClientQueue::new(10);
+        let queue = ClientQueue::new(10, 1 << 20);
         queue.hold(1);
         let new_epoch = |ms| Position::new(pulse_protocol::Epoch::from_u64(2), pulse_protocol::Offset::new(ms, 0));
         assert!(queue.push_live(1, &[(new_epoch(3), text("n3"))]));
@@ -328,16 +399,50 @@ mod tests {
 
     #[test]
     fn held_frames_are_bounded_too() {
-        let queue = ClientQueue::new(1);
+        let queue = ClientQueue::new(1, 1 << 20);
         queue.hold(0);
         assert!(queue.push_live(0, &[(p(1, 0), text("a"))]));
         assert!(!queue.push_live(0, &[(p(2, 0), text("b"))]));
         assert_eq!(queue.status(), QueueStatus::Overflowed);
     }
 
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let queue = ClientQueue::new(100, 10);
+        // One frame larger than the bound fits into an empty queue.
+        assert!(queue.push_control(text("0123456789abc")));
+        let (frames, _) = drain(&queue);
+        assert_eq!(frames.len(), 1);
+        assert!(queue.push_live(0, &[(p(1, 0), text("12345"))]));
+        assert!(queue.push_control(text("1234")));
+        assert!(!queue.push_live(0, &[(p(2, 0), text("12"))]), "11 bytes > 10");
+        assert_eq!(queue.status(), QueueStatus::Overflowed);
+    }
+
+    #[test]
+    fn held_and_taken_bytes_are_accounted() {
+        let queue = ClientQueue::new(100, 10);
+        queue.hold(1);
+        assert!(queue.push_live(1, &[(p(1, 0), text("1234"))]));
+        queue.discard(1);
+        assert!(queue.push_control(text("123456789")), "discarded frames no longer count");
+        drain(&queue);
+        assert!(queue.push_control(text("123456789")), "taken frames no longer count");
+    }
+
+    #[test]
+    fn a_snapshot_is_known_to_be_queued_until_taken() {
+        let queue = ClientQueue::new(10, 1 << 20);
+        assert!(!queue.snapshot_queued());
+        assert!(queue.push_snapshot(text("{}")));
+        assert!(queue.snapshot_queued());
+        drain(&queue);
+        assert!(!queue.snapshot_queued());
+    }
+
     #[tokio::test]
     async fn replay_waits_for_room() {
-        let queue = std::sync::Arc::new(ClientQueue::new(4));
+        let queue = std::sync::Arc::new(ClientQueue::new(4, 1 << 20));
         for i in 0..4 {
             queue.push_replayed(0, p(i, 0), text("r"));
         }

@@ -51,6 +51,10 @@ pub struct GatewaySettings {
     pub client_timeout: Duration,
     /// Frames that may wait for one client before it is closed with 4000.
     pub queue_capacity: usize,
+    /// Bytes (of frame text: events, control frames and snapshots) that may
+    /// wait for one client before it is closed with 4000. One frame larger
+    /// than this is still sent to a client that is not behind.
+    pub queue_bytes: usize,
     /// Open connections (WebSocket and SSE) per instance.
     pub max_connections: usize,
     /// Window over which clients are closed with 1012 on shutdown.
@@ -114,6 +118,7 @@ mod tests {
         assert_eq!(s.gateway.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(s.gateway.client_timeout, Duration::from_secs(45));
         assert_eq!(s.gateway.queue_capacity, 1024);
+        assert_eq!(s.gateway.queue_bytes, 4 << 20);
         assert!(s.gateway.allowed_origins.is_empty());
         assert!(!s.auth.anonymous);
         assert!(s.gateway.heartbeat_interval * 2 <= s.gateway.client_timeout);

@@ -40,19 +40,18 @@ pub type Snapshots = Arc<dyn SnapshotSource>;
 /// at worst applied twice, never missed.
 pub(crate) async fn take(gw: &crate::Gateway, channel: &Channel) -> pulse_protocol::ControlMessage {
     use pulse_protocol::{ControlMessage, ErrorCode};
-    let inner = &gw.inner;
     let unavailable = |what: String| ControlMessage::Error {
         code: ErrorCode::Unavailable,
         message: format!("cannot take a snapshot now: {what}; try again"),
         channel: Some(channel.clone()),
     };
-    let offset = match inner.bus.head(channel).await {
+    let offset = match gw.bus().head(channel).await {
         Ok(offset) => offset,
         Err(err) => return unavailable(err.to_string()),
     };
-    let data = match inner.snapshots.snapshot(channel).await {
+    let data = match gw.snapshots().snapshot(channel).await {
         Ok(Some(data)) => data,
-        Ok(None) => match inner.bus.latest(channel, inner.settings.gateway.snapshot_events).await {
+        Ok(None) => match gw.bus().latest(channel, gw.settings().gateway.snapshot_events).await {
             Ok(events) => serde_json::to_value(events).unwrap_or_default(),
             Err(err) => return unavailable(err.to_string()),
         },

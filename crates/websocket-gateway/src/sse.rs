@@ -8,7 +8,12 @@
 //! reconnects, and the stream resumes each channel after its offset (a
 //! `last_event_id` query parameter works too). A comment line (`: ping`) is
 //! sent every heartbeat interval. When the instance drains, or the client
-//! falls behind, the stream simply ends: `EventSource` reconnects and resumes.
+//! falls behind (one that stops reading included), the stream simply ends:
+//! `EventSource` reconnects and resumes. When the token expires, an `error`
+//! frame (`unauthorized`) comes first.
+//!
+//! This is a transport of the [client core](crate::core): every policy of
+//! `/ws` applies here too.
 //!
 //! Auth as on `/ws` (Bearer header or `token` query parameter); failures are
 //! HTTP errors here: 401 (`unauthorized`, `token_expired`), 403 (`forbidden`,
@@ -16,20 +21,24 @@
 //! `too_many_subscriptions`), 429, 503.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
+use std::io;
+use std::time::Duration;
 
+use actix_http::ws::CloseReason;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use pulse_protocol::{Channel, ControlMessage, Position};
+use futures_util::StreamExt;
+use pulse_protocol::browser::close;
+use pulse_protocol::{Channel, ControlMessage, ErrorCode, Position};
+use tokio::sync::mpsc;
 
-use crate::auth::{self, Identity};
-use crate::connection::Connection;
+use crate::admission::{Rejected, admit};
+use crate::auth;
+use crate::client::Client;
+use crate::core::{Heard, Transport, subscribe_checked};
 use crate::gateway::Gateway;
-use crate::metrics::ClosedBy;
-use crate::queue::{NO_TAG, Outbound, QueueStatus, Tag};
-use crate::routes::{Rejected, admit};
+use crate::queue::{Outbound, Tag};
 
 /// Parses a `Last-Event-ID`: `channel@position` pairs joined by commas
 /// (split at the first `@`; channel names cannot contain one).
@@ -60,8 +69,7 @@ pub fn format_event_id<'a>(positions: impl IntoIterator<Item = (&'a Channel, Pos
 
 pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Rejected> {
     let gw = gw.get_ref().clone();
-    let inner = &gw.inner;
-    let identity = auth::identify(req.head(), inner.verifier.as_ref(), inner.settings.auth.anonymous)?;
+    let identity = auth::identify(req.head(), gw.verifier(), gw.settings().auth.anonymous)?;
     if !identity.is_authenticated() {
         return Err(Rejected::Unauthorized("a token is required (Authorization: Bearer, or ?token=)".into()));
     }
@@ -78,13 +86,6 @@ pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
     if channels.is_empty() {
         return Err(Rejected::BadRequest("name at least one channel: /sse?channels=a,b".into()));
     }
-    let max = inner.settings.limits.max_subscriptions;
-    if channels.len() > max {
-        return Err(Rejected::TooManySubscriptions(format!("at most {max} channels per connection")));
-    }
-    if let Some(channel) = channels.iter().find(|c| !identity.may_read(c)) {
-        return Err(Rejected::Forbidden(format!("your token does not grant channel {channel}")));
-    }
     let last_event_id = req
         .headers()
         .get("Last-Event-ID")
@@ -97,150 +98,156 @@ pub(crate) async fn sse(req: HttpRequest, gw: web::Data<Gateway>) -> Result<Http
     };
     let permit = admit(req.head(), &gw)?;
 
-    let mut conn = Connection::new(gw.clone(), "sse", permit, identity);
-    let settings = &gw.inner.settings.gateway;
-    conn.send(&ControlMessage::Welcome {
-        connection_id: conn.id.clone(),
-        heartbeat_interval_ms: settings.heartbeat_interval.as_millis() as u64,
-        client_timeout_ms: settings.client_timeout.as_millis() as u64,
-        authenticated: true,
-    });
+    let mut client = Client::new(gw.clone(), "sse", permit, identity);
+    // The checks of a `subscribe` on `/ws`, answered here as HTTP errors.
     for channel in channels {
         let since = positions.get(&channel).copied();
-        conn.subscribe(channel, since).await.map_err(|e| match e {
-            ControlMessage::Error { message, .. } => Rejected::Unavailable(message),
-            _ => Rejected::Unavailable("cannot subscribe".into()),
-        })?;
+        if let Err(error) = subscribe_checked(&mut client, channel, since).await {
+            return Err(refusal(error));
+        }
     }
-    let positions: Vec<(Tag, Channel, Option<Position>)> = positions_by_tag(&conn, &positions);
-    let heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + settings.heartbeat_interval,
-        settings.heartbeat_interval,
-    );
-    let drain = gw.inner.drain.clone();
-    let expiry = match &conn.identity {
-        Identity::User { expires, .. } => tokio::time::Instant::from_std(*expires),
-        _ => tokio::time::Instant::now() + NEVER,
-    };
-    let stream = Stream {
-        expiry: Box::pin(tokio::time::sleep_until(expiry)),
-        conn,
-        batch: VecDeque::new(),
-        positions,
-        heartbeat,
-        drain: Box::pin(async move { drain.cancelled().await }),
-        drain_close: Box::pin(tokio::time::sleep(NEVER)),
-        draining: false,
-        started: false,
-        done: false,
-    };
-    let body = futures_util::stream::unfold(stream, |mut stream| async move {
-        let chunk = stream.next_chunk().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), stream))
-    });
+    let positions = client.subscriptions().map(|(tag, c)| (tag, c.clone(), positions.get(c).copied())).collect();
+    let (sink, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let transport = EventStream { sink, unsent: Vec::new(), positions };
+    actix_web::rt::spawn(crate::core::run(client, transport));
+    // Reconnect quickly after the stream ends.
+    let retry = futures_util::stream::once(async { Bytes::from_static(b"retry: 1000\n\n") });
+    let events =
+        futures_util::stream::unfold(
+            chunks,
+            |mut chunks| async move { chunks.recv().await.map(|chunk| (chunk, chunks)) },
+        );
+    let body = retry.chain(events).map(Ok::<_, std::convert::Infallible>);
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
+        // When the stream ends the connection goes too, rather than waiting
+        // for another request.
+        .force_close()
         .streaming(body))
 }
 
-fn positions_by_tag(conn: &Connection, known: &HashMap<Channel, Position>) -> Vec<(Tag, Channel, Option<Position>)> {
-    conn.subscriptions().map(|(tag, c)| (tag, c.clone(), known.get(c).copied())).collect()
+/// The HTTP answer to a subscription refused at the start of a stream.
+fn refusal(error: ControlMessage) -> Rejected {
+    let ControlMessage::Error { code, message, .. } = error else {
+        return Rejected::Unavailable("cannot subscribe".into());
+    };
+    match code {
+        ErrorCode::Forbidden => Rejected::Forbidden(message),
+        ErrorCode::TooManySubscriptions => Rejected::TooManySubscriptions(message),
+        _ => Rejected::Unavailable(message),
+    }
 }
 
-/// Far enough to mean "never" for a timer.
-const NEVER: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
+/// Chunks handed to actix-web and not yet written to the socket, at most.
+/// A client that stops reading leaves them there, so what follows piles up
+/// in the client's queue until it overflows: the slow-client rule of every
+/// transport.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
-struct Stream {
-    conn: Connection,
-    /// The token's expiry: the stream ends with an error frame then.
-    expiry: Pin<Box<tokio::time::Sleep>>,
-    batch: VecDeque<Outbound>,
+/// Unsent bytes beyond which heartbeats are skipped.
+const HEARTBEAT_BACKLOG: usize = 64 * 1024;
+
+/// The SSE transport: formats frames as events into the response body.
+struct EventStream {
+    sink: mpsc::Sender<Bytes>,
+    /// Formatted, not yet handed to the body.
+    unsent: Vec<u8>,
     /// Per subscription: its channel and the last position sent.
     positions: Vec<(Tag, Channel, Option<Position>)>,
-    heartbeat: tokio::time::Interval,
-    drain: Pin<Box<dyn Future<Output = ()>>>,
-    /// Armed when draining starts: the stream ends then.
-    drain_close: Pin<Box<tokio::time::Sleep>>,
-    draining: bool,
-    started: bool,
-    done: bool,
 }
 
-impl Stream {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
+impl EventStream {
+    /// Hands what is unsent to the body if it has room; returns whether
+    /// everything is handed over.
+    fn flush(&mut self) -> io::Result<bool> {
+        if self.unsent.is_empty() {
+            return Ok(true);
         }
-        if !self.started {
-            self.started = true;
-            // Reconnect quickly after the stream ends.
-            return Some(Bytes::from_static(b"retry: 1000\n\n"));
-        }
-        loop {
-            tokio::select! {
-                biased;
-                () = self.conn.queue.ready() => {
-                    let status = self.conn.queue.take(&mut self.batch);
-                    if status != QueueStatus::Open {
-                        if status == QueueStatus::Overflowed {
-                            self.conn.gw.count_slow_close();
-                            self.conn.ended_by(ClosedBy::Server, "slow_consumer");
-                        }
-                        self.done = true;
-                        return None;
-                    }
-                    if !self.batch.is_empty() {
-                        return Some(self.format_batch());
-                    }
-                }
-                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": ping\n\n")),
-                () = &mut self.drain, if !self.draining => {
-                    self.draining = true;
-                    let window = self.conn.gw.inner.settings.gateway.drain_window;
-                    let at = tokio::time::Instant::now() + window.mul_f64(rand::random::<f64>());
-                    self.drain_close.as_mut().reset(at);
-                }
-                () = &mut self.expiry => {
-                    self.done = true;
-                    self.conn.ended_by(ClosedBy::Server, "token_expired");
-                    let error = ControlMessage::error(
-                        pulse_protocol::ErrorCode::Unauthorized,
-                        "token expired: reconnect with a fresh token",
-                    );
-                    return Some(Bytes::from(format!("data: {}\n\n", error.to_json())));
-                }
-                () = &mut self.drain_close, if self.draining => {
-                    self.done = true;
-                    self.conn.ended_by(ClosedBy::Server, "drain");
-                    return None;
-                }
+        match self.sink.try_reserve() {
+            Ok(permit) => {
+                permit.send(Bytes::from(std::mem::take(&mut self.unsent)));
+                Ok(true)
             }
+            Err(mpsc::error::TrySendError::Full(())) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 
-    fn format_batch(&mut self) -> Bytes {
-        let mut out = String::new();
-        for frame in self.batch.drain(..) {
-            if frame.tag != NO_TAG
-                && let Some(position) = self.positions.iter_mut().find(|(tag, _, _)| *tag == frame.tag)
-            {
-                // A subscription's frames come in its order (replayed, then
-                // `subscribed`, then live): the newest is where it stands,
-                // also when `subscribed` moved it to the head.
-                position.2 = Some(frame.offset);
-                out.push_str("id: ");
-                out.push_str(&format_event_id(
-                    self.positions.iter().filter_map(|(_, channel, offset)| offset.map(|o| (channel, o))),
-                ));
-                out.push('\n');
-            }
-            out.push_str("data: ");
-            out.push_str(&frame.text);
-            out.push_str("\n\n");
+    fn format(&mut self, frame: &Outbound) {
+        let out = &mut self.unsent;
+        if let Some(position) = self.positions.iter_mut().find(|(tag, _, _)| *tag == frame.tag) {
+            // A subscription's frames come in its order (replayed, then
+            // `subscribed`, then live): the newest is where it stands, also
+            // when `subscribed` moved it to the head.
+            position.2 = Some(frame.offset);
+            out.extend_from_slice(b"id: ");
+            let id =
+                format_event_id(self.positions.iter().filter_map(|(_, channel, offset)| offset.map(|o| (channel, o))));
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'\n');
         }
-        Bytes::from(out)
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(frame.text.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+impl Transport for EventStream {
+    const SPEAKS: bool = false;
+
+    fn send(&mut self, frames: &mut VecDeque<Outbound>) -> io::Result<()> {
+        for frame in frames.drain(..) {
+            self.format(&frame);
+        }
+        self.flush().map(drop)
+    }
+
+    fn unsent(&self) -> usize {
+        self.unsent.len()
+    }
+
+    fn heartbeat(&mut self) -> io::Result<()> {
+        if self.unsent.len() <= HEARTBEAT_BACKLOG {
+            self.unsent.extend_from_slice(b": ping\n\n");
+        }
+        self.flush().map(drop)
+    }
+
+    async fn next(&mut self) -> Heard {
+        if self.unsent.is_empty() {
+            // Nothing to write: the only news is the client leaving.
+            self.sink.closed().await;
+            return Heard::Gone;
+        }
+        match self.sink.reserve().await {
+            Ok(permit) => {
+                permit.send(Bytes::from(std::mem::take(&mut self.unsent)));
+                Heard::Flushed
+            }
+            Err(_) => Heard::Gone,
+        }
+    }
+
+    async fn finish(mut self, ending: Option<CloseReason>, wait: Duration) {
+        let Some(ending) = ending else { return };
+        // The stream simply ends (`EventSource` reconnects and resumes),
+        // except when reconnecting needs a new token: that is said first.
+        let code = u16::from(ending.code);
+        if code == close::TOKEN_EXPIRED || code == close::UNAUTHORIZED {
+            let message = ending.description.unwrap_or_else(|| "token expired: reconnect with a fresh token".into());
+            let error = ControlMessage::error(ErrorCode::Unauthorized, message);
+            self.unsent.extend_from_slice(format!("data: {}\n\n", error.to_json()).as_bytes());
+        }
+        let _ = tokio::time::timeout(wait, async {
+            while !self.unsent.is_empty() {
+                if matches!(self.next().await, Heard::Gone) {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 }
 

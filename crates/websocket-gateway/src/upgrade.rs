@@ -22,11 +22,12 @@ use pulse_protocol::browser::close;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::admission::{Rejected, admit};
 use crate::auth;
-use crate::connection::Connection;
+use crate::client::Client;
+use crate::core::reason;
 use crate::gateway::Gateway;
 use crate::metrics;
-use crate::routes::{Rejected, admit};
 use crate::session::{self, Unsent};
 
 /// How long writing an answer to the upgrade request may take.
@@ -44,7 +45,7 @@ pub(crate) async fn handle(
     // The HTTP connection's buffers and codec go now, not with the session.
     drop((write_buf, codec));
     let head = req.head();
-    if gw.inner.settings.gateway.echo_endpoint && head.uri.path() == "/echo" {
+    if gw.settings().gateway.echo_endpoint && head.uri.path() == "/echo" {
         crate::echo::serve(req, tcp, early).await;
         return Ok(());
     }
@@ -62,8 +63,7 @@ pub(crate) async fn handle(
             return Ok(());
         }
     };
-    let inner = &gw.inner;
-    let identity = auth::identify(head, inner.verifier.as_ref(), inner.settings.auth.anonymous);
+    let identity = auth::identify(head, gw.verifier(), gw.settings().auth.anonymous);
     let Some(key) = head.headers().get(actix_web::http::header::SEC_WEBSOCKET_KEY) else {
         return Ok(()); // checked by verify_handshake
     };
@@ -80,16 +80,16 @@ pub(crate) async fn handle(
     drop(req);
     match identity {
         Ok(identity) => {
-            let conn = Connection::new(gw.clone(), "ws", permit, identity);
+            let client = Client::new(gw.clone(), "ws", permit, identity);
             // In a task of its own, so that actix-http's per-connection task
             // (some 8 KiB, sized for any HTTP exchange) ends now. `early`:
             // what the client sent after its request, its first frames.
-            actix_web::rt::spawn(session::run(conn, tcp, early));
+            actix_web::rt::spawn(session::run(client, tcp, early));
         }
         Err(err) => {
             metrics::rejected("auth");
             let code = if err == AuthError::Expired { close::TOKEN_EXPIRED } else { close::UNAUTHORIZED };
-            let reason = session::reason(code, err.to_string());
+            let reason = reason(code, err.to_string());
             actix_web::rt::spawn(async move {
                 session::close_socket(tcp, Unsent::default(), Some(reason), ANSWER_TIMEOUT).await;
                 drop(permit);

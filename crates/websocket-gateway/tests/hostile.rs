@@ -28,6 +28,9 @@ mod helpers;
 
 use helpers::*;
 
+/// The tests of this binary run one at a time: each measures the process.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Growth of the process's resident memory allowed over an attack.
 const RSS_BUDGET: u64 = 64 << 20;
 /// Events the canary must receive while the attacks run.
@@ -300,6 +303,7 @@ async fn over_capacity(gw: &TestGateway, token: &str, attempts: usize) -> anyhow
 
 #[tokio::test]
 async fn hostile_clients_do_not_exhaust_or_fool_the_gateway_and_the_canary_loses_nothing() -> anyhow::Result<()> {
+    let _alone = ALONE.lock().await;
     let redis = RedisServer::start().await?;
     let mut s = hostile_settings(&redis.url());
     s.gateway.max_connections = 80;
@@ -354,8 +358,8 @@ async fn hostile_clients_do_not_exhaust_or_fool_the_gateway_and_the_canary_loses
 /// be bounded in bytes (snapshots, control frames and pongs included), so
 /// the gateway's memory stays flat and the canary keeps receiving.
 #[tokio::test]
-#[ignore = "needs the byte-bounded client queue: the per-client queue is bounded in frames, so unread snapshots grow without limit"]
 async fn a_client_that_refreshes_and_never_reads_is_bounded_in_bytes() -> anyhow::Result<()> {
+    let _alone = ALONE.lock().await;
     let redis = RedisServer::start().await?;
     let mut s = hostile_settings(&redis.url());
     s.limits.messages_per_sec = 20;

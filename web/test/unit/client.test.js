@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { PulseClient, backoffDelay, compareOffsets, comparePositions, isNewer, parsePosition, shouldReconnect } from '../../client/pulse-client.js';
 import { FakeClock, fakeSocketFactory, fakeWindow, flush } from './fakes.js';
 
@@ -461,4 +462,17 @@ test('returns to WebSocket from polling too', async () => {
   sockets[2].welcome();
   assert.equal(client.state, 'live');
   client.destroy();
+});
+
+test('shouldReconnect answers as the close-code table of proto-docs', () => {
+  const table = readFileSync(new URL('../../../proto-docs/close-codes.md', import.meta.url), 'utf8');
+  const rows = table.split('\n')
+    .map((line) => line.split('|').map((cell) => cell.trim()))
+    .filter((cells) => /^\d{4}$/.test(cells[1] ?? '') && cells.length > 6)
+    .map((cells) => [Number(cells[1]), cells[5]]);
+  assert.ok(rows.length >= 12, `table not found: ${JSON.stringify(rows)}`);
+  for (const [code, reconnect] of rows) {
+    assert.ok(['yes', 'no', 'with a new token'].includes(reconnect), `${code}: ${reconnect}`);
+    assert.equal(shouldReconnect(code), reconnect === 'yes', `close code ${code}`);
+  }
 });

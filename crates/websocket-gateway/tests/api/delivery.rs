@@ -58,10 +58,14 @@ async fn unsubscribe_stops_delivery() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn bare_and_json_ping_get_pong() -> anyhow::Result<()> {
+async fn bare_ping_gets_bare_pong_and_json_ping_json_pong() -> anyhow::Result<()> {
     let gw = spawn(settings(), memory_bus()).await?;
     let mut client = gw.connect().await?;
+    // What hand-written clients send and check for: `ws.send('ping')` …
+    // `if (event.data === 'pong') return;`.
     client.send_text("ping").await?;
+    assert_eq!(client.recv_text(DEADLINE).await?, "pong");
+    client.send_text(r#"{"type":"ping"}"#).await?;
     assert_eq!(client.recv_control(DEADLINE).await?, ControlMessage::Pong { id: None });
     client.send_text(r#"{"type":"ping","id":"abc"}"#).await?;
     assert_eq!(client.recv_control(DEADLINE).await?, ControlMessage::Pong { id: Some(serde_json::json!("abc")) });
@@ -177,4 +181,54 @@ async fn read_close_code(stream: &mut tokio::net::TcpStream) -> anyhow::Result<O
             return Ok(payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])));
         }
     }
+}
+
+#[tokio::test]
+async fn a_slow_subscribe_does_not_delay_events_of_other_channels() -> anyhow::Result<()> {
+    use pulse_bus::{RedisBus, RedisBusConfig};
+    let redis = RedisServer::start().await?;
+    // The gateway reaches Redis through a forwarder that can hold its
+    // requests while Redis's pub/sub messages still come through.
+    let proxy = pulse_testkit::TcpProxy::start(([127, 0, 0, 1], redis.port()).into()).await?;
+    let config = RedisBusConfig {
+        url: proxy.redis_url(),
+        pool_size: 2,
+        // Held requests must not count as a dead link in this test.
+        ping_interval: std::time::Duration::from_secs(60),
+        ping_timeout: std::time::Duration::from_secs(120),
+        ..RedisBusConfig::default()
+    };
+    let gw = spawn(settings(), std::sync::Arc::new(RedisBus::connect(config).await?)).await?;
+    let publisher = redis_bus(&redis).await?;
+    let (fast, slow) = (channel("fast"), channel("slow"));
+    let mut a = gw.connect().await?;
+    subscribe(&mut a, &fast, None).await?;
+
+    proxy.freeze_requests();
+    let mut b = gw.connect().await?;
+    b.send(&ClientMessage::Subscribe { channel: slow.clone(), since: None }).await?;
+    // B's subscribe now waits on Redis, which does not answer; A's channel
+    // keeps flowing meanwhile.
+    let sent = publish(&publisher, &fast, 3).await?;
+    assert_eq!(ids(&recv_events(&mut a, 3).await?), ids(&sent));
+    assert!(
+        b.recv(std::time::Duration::from_millis(100)).await.is_err(),
+        "B's subscribe was answered although Redis held it: the events above waited for it"
+    );
+
+    // Once Redis answers again, B subscribes (retrying if its first try
+    // failed and was rolled back) and gets its channel's events.
+    proxy.thaw();
+    loop {
+        match b.recv_control(DEADLINE).await? {
+            ControlMessage::Subscribed { .. } => break,
+            ControlMessage::Error { .. } => {
+                b.send(&ClientMessage::Subscribe { channel: slow.clone(), since: None }).await?;
+            }
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    let sent = publish(&publisher, &slow, 2).await?;
+    assert_eq!(ids(&recv_events(&mut b, 2).await?), ids(&sent));
+    Ok(())
 }

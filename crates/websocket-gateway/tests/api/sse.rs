@@ -76,3 +76,74 @@ async fn sse_auth_and_channel_errors_are_http_errors() -> anyhow::Result<()> {
     assert_eq!(response.status(), 200);
     Ok(())
 }
+
+/// Opens `/sse?channels=…` on a raw socket with a small receive buffer and
+/// reads only the response head: a client that then stops reading.
+async fn stalled_sse_client(gw: &TestGateway, channels: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut stream = socket.connect(([127, 0, 0, 1], gw.port).into()).await?;
+    let request =
+        format!("GET /sse?channels={channels} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte)).await??;
+        anyhow::ensure!(n == 1, "the stream ended before its head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(stream)
+}
+
+#[tokio::test]
+async fn an_sse_client_that_stops_reading_is_closed_like_a_websocket_one() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut s = settings();
+    s.gateway.queue_capacity = 64;
+    s.gateway.max_connections = 4;
+    let gw = spawn(s, memory_bus()).await?;
+    let ch = channel("firehose");
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_sse_client(&gw, "firehose").await?);
+    }
+    pulse_testkit::wait_until("all four are subscribed", DEADLINE, || async { gw.gateway.stats().connections == 4 })
+        .await?;
+    let full = reqwest::Client::new().get(gw.http_url("/sse?channels=firehose")).send().await?;
+    assert_eq!(full.status(), 503, "every slot is taken");
+    drop(full);
+
+    // Events they do not read pile up until each is closed as slow.
+    let mut published = 0;
+    while gw.gateway.stats().slow_closes < 4 {
+        anyhow::ensure!(published < 20_000, "the stalled clients were never closed");
+        publish_sized(&gw.bus, &ch, 50, 8_000).await?;
+        published += 50;
+        tokio::task::yield_now().await;
+    }
+    // Their slots are free: a new client gets in.
+    pulse_testkit::wait_until("the slots are freed", DEADLINE, || async { gw.gateway.stats().connections == 0 })
+        .await?;
+    let mut fresh = reqwest::Client::new().get(gw.http_url("/sse?channels=firehose")).send().await?;
+    assert_eq!(fresh.status(), 200);
+    let sent = publish(&gw.bus, &ch, 1).await?;
+    let (events, _) = read_events(&mut fresh, 1).await?;
+    assert_eq!(ids(&events), ids(&sent));
+
+    // A stalled client reading again finds its stream ended.
+    let mut buffer = vec![0u8; 64 * 1024];
+    let give_up = tokio::time::Instant::now() + DEADLINE * 3;
+    loop {
+        let n = tokio::time::timeout_at(give_up, stalled[0].read(&mut buffer))
+            .await
+            .map_err(|_| anyhow::anyhow!("the stream of a client closed as slow did not end"))??;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,13 +1,15 @@
-//! What WebSocket sessions and SSE streams share: one client's queue,
-//! identity and subscriptions, and the subscribe/resume procedure.
+//! One client, whatever its transport: its queue, identity and
+//! subscriptions, and the subscribe/resume procedure. The
+//! [core](crate::core) drives it; WebSocket and SSE only carry its frames.
 //!
 //! Subscribing with `since` resumes without gap or duplicate:
 //!
 //! 1. the queue starts holding live events of the new subscription aside;
 //! 2. the hub registers it and returns `head`, the last offset fanned out
 //!    (every later event will be pushed live, so held);
-//! 3. a replay task sends history after `since` up to `head`, page by page,
-//!    waiting for the client to drain between pages;
+//! 3. a replay task sends history after `since` up to `head`, page by page
+//!    (with the bus's [`HistoryPages`]), waiting for the client to drain
+//!    between pages;
 //! 4. the held events newer than the last replayed one are queued, then
 //!    `subscribed`, in one critical section with the hub's pushes.
 //!
@@ -16,7 +18,7 @@
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use pulse_bus::Bus;
+use pulse_bus::{Bus, HistoryPages};
 use pulse_protocol::{Channel, ControlMessage, ErrorCode, Position};
 use tokio::task::AbortHandle;
 
@@ -26,7 +28,7 @@ use crate::gateway::Gateway;
 use crate::hub::{SubKey, Subscriber};
 use crate::limits::ConnectionPermit;
 use crate::metrics::{self, Metrics};
-use crate::queue::{ClientQueue, NO_TAG, Tag};
+use crate::queue::{ClientQueue, SUBSCRIPTION_TAGS, Tag};
 
 /// One local subscription.
 struct Slot {
@@ -41,7 +43,7 @@ struct Slot {
 
 /// One client connection (either transport). Dropping it unsubscribes
 /// everything and frees the queue.
-pub(crate) struct Connection {
+pub(crate) struct Client {
     pub(crate) gw: Gateway,
     pub(crate) id: String,
     pub(crate) queue: Arc<ClientQueue>,
@@ -56,14 +58,15 @@ pub(crate) struct Connection {
     _permit: ConnectionPermit,
 }
 
-impl Connection {
+impl Client {
+    /// A new client; its first frame, `welcome`, is queued.
     pub(crate) fn new(gw: Gateway, transport: &'static str, permit: ConnectionPermit, identity: Identity) -> Self {
         metrics::connection_opened(transport);
-        let queue = Arc::new(ClientQueue::new(gw.inner.settings.gateway.queue_capacity));
-        let depth = gw.inner.depths.register(&queue);
-        Self {
+        let settings = &gw.settings().gateway;
+        let queue = Arc::new(ClientQueue::new(settings.queue_capacity, settings.queue_bytes));
+        let depth = gw.depths().register(&queue);
+        let client = Self {
             id: gw.next_connection_id(),
-            gw,
             queue,
             identity,
             slots: Vec::new(),
@@ -72,7 +75,16 @@ impl Connection {
             ended: None,
             _depth: depth,
             _permit: permit,
-        }
+            gw,
+        };
+        let settings = &client.gw.settings().gateway;
+        client.send(&ControlMessage::Welcome {
+            connection_id: client.id.clone(),
+            heartbeat_interval_ms: settings.heartbeat_interval.as_millis() as u64,
+            client_timeout_ms: settings.client_timeout.as_millis() as u64,
+            authenticated: client.identity.is_authenticated(),
+        });
+        client
     }
 
     /// Records who ends the connection and why (the first call counts).
@@ -103,11 +115,11 @@ impl Connection {
     pub(crate) async fn subscribe(&mut self, channel: Channel, since: Option<Position>) -> Result<(), ControlMessage> {
         self.unsubscribe(&channel);
         let tag = self.next_tag;
-        self.next_tag = if self.next_tag + 1 == NO_TAG { 0 } else { self.next_tag + 1 };
+        self.next_tag = if self.next_tag + 1 == SUBSCRIPTION_TAGS { 0 } else { self.next_tag + 1 };
         self.queue.hold(tag);
-        let inner = &self.gw.inner;
+        let gw = &self.gw;
         let subscriber = Subscriber { queue: self.queue.clone(), tag };
-        let (key, head) = match inner.hub.subscribe(&channel, subscriber).await {
+        let (key, head) = match gw.hub().subscribe(&channel, subscriber).await {
             Ok(registered) => registered,
             Err(err) => {
                 self.queue.discard(tag);
@@ -119,9 +131,9 @@ impl Connection {
                 });
             }
         };
-        let presence = inner.presence.tracks(&channel).then(|| {
+        let presence = gw.presence().tracks(&channel).then(|| {
             let name = self.identity.name();
-            inner.presence.join(&channel, name);
+            gw.presence().join(&channel, name);
             Box::from(name)
         });
         let replay = match since {
@@ -131,14 +143,13 @@ impl Connection {
             }
             Some(since) => {
                 let task = Replay {
-                    bus: inner.bus.clone(),
+                    bus: gw.bus().clone(),
                     queue: self.queue.clone(),
-                    metrics: inner.metrics.clone(),
+                    metrics: gw.metrics().clone(),
                     tag,
                     channel: channel.clone(),
-                    since,
                     head,
-                    page: inner.settings.gateway.replay_page.max(1),
+                    pages: HistoryPages::new(since, Some(head), gw.settings().gateway.replay_page),
                 };
                 Some(tokio::spawn(task.run()).abort_handle())
             }
@@ -176,7 +187,7 @@ impl Connection {
     /// After a token change: presence shows the new identity in place of
     /// the one that joined.
     pub(crate) fn rename_presence(&mut self) {
-        let presence = &self.gw.inner.presence;
+        let presence = self.gw.presence();
         let name = self.identity.name();
         for slot in &mut self.slots {
             if let Some(joined) = slot.presence.as_mut()
@@ -194,15 +205,14 @@ impl Connection {
             replay.abort();
         }
         self.queue.discard(slot.tag);
-        let inner = &self.gw.inner;
-        inner.hub.unsubscribe(&slot.channel, slot.key);
+        self.gw.hub().unsubscribe(&slot.channel, slot.key);
         if let Some(name) = &slot.presence {
-            inner.presence.leave(&slot.channel, name);
+            self.gw.presence().leave(&slot.channel, name);
         }
     }
 }
 
-impl Drop for Connection {
+impl Drop for Client {
     fn drop(&mut self) {
         for slot in std::mem::take(&mut self.slots) {
             self.release(slot);
@@ -225,21 +235,21 @@ struct Replay {
     metrics: Metrics,
     tag: Tag,
     channel: Channel,
-    since: Position,
+    /// The head the hub delivers live from.
     head: Position,
-    page: usize,
+    /// After `since`, up to `head`.
+    pages: HistoryPages,
 }
 
 impl Replay {
-    async fn run(self) {
-        let mut last = self.since;
+    async fn run(mut self) {
         let mut recovered = true;
         let mut replayed = 0u64;
         // At the head already: nothing to replay. Anything else (behind the
         // head, another epoch, or ahead of the head) is for the bus's
         // history to judge.
-        'pages: while last != self.head {
-            let history = match self.bus.history(&self.channel, last, self.page).await {
+        while let Some(after) = self.pages.next_request() {
+            let history = match self.bus.history(&self.channel, after, self.pages.limit()).await {
                 Ok(history) => history,
                 Err(err) => {
                     tracing::warn!(channel = %self.channel, error = %err, "history unavailable during resume");
@@ -254,43 +264,34 @@ impl Replay {
                     // Skip to live; `recovered: false` tells the client
                     // what it missed must be refetched.
                     recovered = false;
-                    last = self.head;
                     break;
                 }
             };
-            if history.truncated {
-                // History cannot continue from `last` (trimmed past it, a new
-                // epoch since, or never issued), on the first page or on a
-                // later one (trimmed or replaced while the replay ran): a
+            let page = self.pages.accept(history);
+            if page.truncated {
+                // History cannot continue from `after` (trimmed past it, a
+                // new epoch since, or never issued), on the first page or on
+                // a later one (trimmed or replaced while the replay ran): a
                 // partial replay is useless to a client that must refetch
                 // state anyway. It continues from the head.
                 recovered = false;
-                last = self.head;
                 break;
             }
-            let count = history.events.len();
-            for event in history.events {
-                if event.id.follows(&self.head) {
-                    // From here on the events arrive live (held).
-                    break 'pages;
+            for event in page.events {
+                if !self.queue.push_replayed(self.tag, event.id, ByteString::from(event.to_json())) {
+                    return;
                 }
-                if event.id.follows(&last) {
-                    if !self.queue.push_replayed(self.tag, event.id, ByteString::from(event.to_json())) {
-                        return;
-                    }
-                    last = event.id;
-                    replayed += 1;
-                }
+                replayed += 1;
             }
-            if count < self.page {
-                break;
-            }
-            if !self.queue.wait_for_room().await {
+            if self.pages.next_request().is_some() && !self.queue.wait_for_room().await {
                 return;
             }
         }
         self.metrics.replayed_events.increment(replayed);
         metrics::replay(recovered);
+        // Not recovered: the client continues from the head (`release`
+        // sends what was held after it).
+        let last = if recovered { self.pages.last() } else { self.head };
         let channel = &self.channel;
         self.queue.release(self.tag, last, |offset| subscribed(channel, offset, recovered));
     }
