@@ -9,10 +9,12 @@
 //! - [`run`]: a whole run and its [`RunReport`];
 //! - [`report`]: the human table;
 //! - [`procstat`]: CPU and RSS from `/proc`;
+//! - [`ingest`]: how many probe reports one ingest takes;
 //! - [`reference`]: the minimal broadcaster.
 
 pub mod accounting;
 pub mod client;
+pub mod ingest;
 pub mod procstat;
 pub mod publisher;
 pub mod reference;

@@ -26,6 +26,46 @@ enum Command {
     Run(RunArgs),
     /// The minimal reference broadcaster (one Redis channel to every client).
     ReferenceServer(ReferenceArgs),
+    /// How many probe reports one pulse-ingest takes: lean keep-alive HTTP
+    /// clients post reports as fast as ingest answers; reports the rate,
+    /// failures and the CPU per report of ingest and Redis.
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Ingest's base URL (`http://host:port`).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// An agent API key.
+    #[arg(long, env = "PULSE_BENCH_API_KEY")]
+    api_key: String,
+    /// Agents the reports are spread over.
+    #[arg(long, default_value_t = 100)]
+    agents: u64,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Requests in flight per connection (HTTP/1.1 pipelining).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Seconds of posting.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Reports per second at most; as fast as ingest answers when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// PID of ingest, for its CPU per report.
+    #[arg(long)]
+    ingest_pid: Option<u32>,
+    /// Redis of that ingest, for its CPU per report and the published-events check.
+    #[arg(long)]
+    redis_url: Option<String>,
+    #[arg(long, default_value = "pulse:")]
+    prefix: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -111,7 +151,9 @@ struct ReferenceArgs {
     /// Redis pub/sub channel (`{prefix}ch:{channel}` of the Pulse bus).
     #[arg(long, default_value = "pulse:ch:bench")]
     redis_channel: String,
-    #[arg(long, default_value_t = 1024)]
+    /// Frames queued per client before it is dropped as too slow: deep
+    /// enough that the floor never sheds load a slow load generator causes.
+    #[arg(long, default_value_t = 8192)]
     queue: usize,
 }
 
@@ -119,6 +161,7 @@ struct ReferenceArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
+        Command::Ingest(args) => ingest(args).await,
         Command::ReferenceServer(args) => {
             pulse_bench::run::raise_nofile();
             let (addr, serving) = reference::serve(ReferenceConfig {
@@ -135,6 +178,29 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let addr = args.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let report = pulse_bench::ingest::run(pulse_bench::ingest::IngestConfig {
+        addr,
+        api_key: args.api_key,
+        agents: args.agents,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        duration: Duration::from_secs_f64(args.duration),
+        rate: args.rate,
+        ingest_pid: args.ingest_pid,
+        redis_url: args.redis_url,
+        prefix: args.prefix,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", pulse_bench::ingest::summary(&report));
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -74,6 +74,29 @@ pub(crate) fn not_serving(err: &redis::RedisError) -> bool {
     ) || err.code() == Some("BUSY")
 }
 
+impl From<crate::deadline::CallError> for BusError {
+    fn from(err: crate::deadline::CallError) -> Self {
+        use crate::deadline::CallError;
+        match err {
+            CallError::TimedOut(_) | CallError::Lost(_) => Self::OutcomeUnknown(error_chain(&err)),
+            CallError::Refused(_) => Self::Unavailable(error_chain(&err)),
+            CallError::Failed(err) => err.into(),
+        }
+    }
+}
+
+/// An error and its sources, as one line: `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
 impl From<deadpool_redis::PoolError> for BusError {
     fn from(err: deadpool_redis::PoolError) -> Self {
         match err {

@@ -28,6 +28,7 @@
 //! [`BusMessage::Gap`] instead.
 
 mod backoff;
+pub mod deadline;
 mod error;
 mod link;
 mod memory;
@@ -35,6 +36,7 @@ mod pages;
 mod redis_bus;
 pub mod redis_lua;
 mod router;
+pub mod settings;
 mod subscription;
 
 use std::sync::Arc;
@@ -43,11 +45,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 
-pub use error::{BusError, is_unavailable as redis_unavailable};
+pub use backoff::backoff;
+pub use error::{BusError, error_chain, is_unavailable as redis_unavailable};
 pub use link::LinkState;
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use pages::{HistoryPages, Page};
 pub use redis_bus::{RedisBus, RedisBusConfig};
+pub use settings::RedisSettings;
 pub use subscription::{Subscription, SubscriptionHandle};
 
 /// Events kept per channel when no setting says otherwise: how far back a

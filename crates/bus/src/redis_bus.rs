@@ -17,50 +17,15 @@ use crate::link::{self, Link, LinkState};
 use crate::redis_lua::{self, Keys};
 use crate::router::Router;
 use crate::subscription::Backend;
-use crate::{Bus, BusError, DEFAULT_HISTORY_LEN, History, Publication, Subscription, backoff, continuous};
+use crate::{Bus, BusError, History, Publication, Subscription, backoff, continuous};
 
-/// Settings of the Redis bus.
-#[derive(Debug, Clone)]
-pub struct RedisBusConfig {
-    /// `redis://host:port/db`
-    pub url: String,
-    /// Prefix of every key and channel name (default `pulse:`).
-    pub prefix: String,
-    /// Events this process wants kept per channel for resume and the
-    /// history API. Every publisher trims to the largest value claimed by a
-    /// live process (see [`RedisBus::history_len`]).
-    pub history_len: usize,
-    /// Pooled connections for publishing and reads.
-    pub pool_size: usize,
-    /// How often the pub/sub connection is pinged to prove it still moves
-    /// bytes: a partition or a failover can leave it open but silent.
-    pub ping_interval: Duration,
-    /// How long a ping (or a subscribe) on the pub/sub connection may go
-    /// unanswered before the connection is taken for dead and replaced.
-    pub ping_timeout: Duration,
-}
+/// The settings [`RedisBus::connect`] takes: the `[redis]` block itself,
+/// under the name this crate used before the block moved here.
+pub type RedisBusConfig = crate::RedisSettings;
 
-impl Default for RedisBusConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379/".into(),
-            prefix: "pulse:".into(),
-            history_len: DEFAULT_HISTORY_LEN,
-            pool_size: 16,
-            ping_interval: Duration::from_secs(1),
-            ping_timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-/// How long a request waits for a pooled connection, and at most for Redis
-/// to answer, before it fails: services answer 503 quickly instead of
-/// hanging while Redis is away. (The pooled connections' own response
-/// timeout, redis-rs's default of 500 ms, usually fires first; either way a
-/// request that went out unanswered is [`BusError::OutcomeUnknown`].)
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Awaits a request sent on `conn`, within [`REQUEST_TIMEOUT`].
+/// Awaits a request sent on `conn` within the bus's `request_timeout`,
+/// through [`deadline::within`](crate::deadline::within), the one deadline
+/// of every Redis call.
 ///
 /// A request that was sent but not answered (in time, or at all) may still
 /// be carried out later: Redis holds the writes of paused clients, as in a
@@ -69,27 +34,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`BusError::OutcomeUnknown`]. The same holds when the caller gives up
 /// (the future is dropped): see [`InFlight`].
 macro_rules! within_deadline {
-    ($op:expr, $conn:ident, $request:expr) => {{
+    ($inner:expr, $op:expr, $conn:ident, $request:expr) => {{
         let mut $conn = InFlight(Some($conn));
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, $request).await;
-        let result = match answer {
-            Ok(Ok(value)) => {
+        let result = match crate::deadline::within($inner.request_timeout, $request).await {
+            Ok(value) => {
                 $conn.answered();
                 Ok(value)
             }
-            // The connection failed or timed out after the request went out.
-            Ok(Err(err)) if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() => {
-                Err(BusError::OutcomeUnknown(err.to_string()))
-            }
-            // Refused and not run (a replica after a failover, a server still
-            // loading): this connection may lead to the old primary; a new
-            // one may reach the new primary.
-            Ok(Err(err)) if crate::error::not_serving(&err) => Err(BusError::Unavailable(err.to_string())),
-            Ok(Err(err)) => {
-                $conn.answered();
+            Err(err) => {
+                if err.connection_usable() {
+                    $conn.answered();
+                }
                 Err(BusError::from(err))
             }
-            Err(_) => Err(BusError::OutcomeUnknown(format!("redis did not answer within {REQUEST_TIMEOUT:?}"))),
         };
         if result.is_err() {
             link::count_error($op);
@@ -143,7 +100,11 @@ pub struct RedisBus {
 
 struct Inner {
     pool: Pool,
+    /// For connections outside the pool ([`RedisBus::open_connection`]).
+    client: redis::Client,
     keys: Keys,
+    /// The deadline of every request (`redis.request_timeout`).
+    request_timeout: Duration,
     /// This process's `history_len` setting.
     configured_history_len: usize,
     /// What publishes trim to: the largest `history_len` any live process
@@ -178,9 +139,10 @@ impl RedisBus {
             .map_err(|e| BusError::Unavailable(format!("invalid redis url {:?}: {e}", config.url)))?;
         let mut pool_config = deadpool_redis::Config::from_url(config.url.as_str());
         let mut pool_settings = deadpool_redis::PoolConfig::new(config.pool_size.max(1));
-        pool_settings.timeouts.wait = Some(REQUEST_TIMEOUT);
-        pool_settings.timeouts.create = Some(REQUEST_TIMEOUT);
-        pool_settings.timeouts.recycle = Some(REQUEST_TIMEOUT);
+        let request_timeout = config.request_timeout.max(Duration::from_millis(1));
+        pool_settings.timeouts.wait = Some(request_timeout);
+        pool_settings.timeouts.create = Some(request_timeout);
+        pool_settings.timeouts.recycle = Some(request_timeout);
         pool_config.pool = Some(pool_settings);
         let pool = pool_config
             .create_pool(Some(Runtime::Tokio1))
@@ -193,7 +155,9 @@ impl RedisBus {
         let bus = Self {
             inner: Arc::new(Inner {
                 pool,
+                client: client.clone(),
                 keys: keys.clone(),
+                request_timeout,
                 configured_history_len: config.history_len.max(1),
                 history_len: AtomicUsize::new(config.history_len.max(1)),
                 history_len_claim: format!("{}:{:016x}", config.history_len.max(1), rand::random::<u64>()),
@@ -216,12 +180,13 @@ impl RedisBus {
             link: link.clone(),
             ping_interval: config.ping_interval.max(Duration::from_millis(10)),
             ping_timeout: config.ping_timeout.max(Duration::from_millis(10)),
+            request_timeout,
         };
         tokio::spawn(pubsub.run(requests));
         // Ready means live events can arrive too: wait for the pub/sub link.
-        if !link.wait_up(REQUEST_TIMEOUT).await {
+        if !link.wait_up(request_timeout).await {
             return Err(BusError::Unavailable(format!(
-                "the redis pub/sub connection did not come up within {REQUEST_TIMEOUT:?}"
+                "the redis pub/sub connection did not come up within {request_timeout:?}"
             )));
         }
         Ok(bus)
@@ -232,8 +197,30 @@ impl RedisBus {
         &self.inner.pool
     }
 
+    /// A new multiplexed connection to the bus's Redis, outside the pool,
+    /// driven by a task on the calling thread's runtime: a thread that keeps
+    /// one for itself sends commands and receives answers without waking
+    /// another thread (each actix worker runs its own runtime).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when Redis does not answer within
+    /// `redis.request_timeout`.
+    pub async fn open_connection(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
+        crate::deadline::within(self.inner.request_timeout, self.inner.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|err| BusError::from(err).read())
+    }
+
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// The deadline of every request (`redis.request_timeout`), for other
+    /// crates' calls on [`pool`](Self::pool) connections (see
+    /// [`deadline::within`](crate::deadline::within)).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     /// Events kept per channel: the largest `redis.history_len` claimed by
@@ -256,7 +243,7 @@ impl Inner {
         invocation.arg(&self.history_len_claim).arg(u64::try_from(HISTORY_LEN_CLAIM_TTL.as_millis()).unwrap_or(30_000));
         let conn = self.conn("check").await?;
         let largest: usize =
-            within_deadline!("check", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
+            within_deadline!(self, "check", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
         let largest = largest.max(self.configured_history_len);
         let previous = self.history_len.swap(largest, Ordering::Relaxed);
         if largest != self.configured_history_len && previous != largest {
@@ -326,7 +313,7 @@ impl Backend for Inner {
         invocation.key(epoch_key).arg(reader_epoch).arg(after.offset.to_string()).arg(limit.max(1));
         let conn = self.conn("history").await?;
         let (epoch, head, max_deleted, entries): (String, String, String, Vec<Entry>) =
-            within_deadline!("history", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
+            within_deadline!(self, "history", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
         let epoch = parse_epoch(channel, &epoch)?;
         let head = parse_offset(channel, &head)?;
         let max_deleted = parse_offset(channel, &max_deleted)?;
@@ -344,16 +331,16 @@ impl Backend for Inner {
         invocation.key(epoch_key);
         let conn = self.conn("head").await?;
         let (epoch, head): (String, String) =
-            within_deadline!("head", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
+            within_deadline!(self, "head", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
         Ok(Position::new(parse_epoch(channel, &epoch)?, parse_offset(channel, &head)?))
     }
 
     async fn listen(&self, channel: &Channel) -> Result<(), BusError> {
         let (done, answer) = oneshot::channel();
         self.listener.send(Converge { channel: channel.clone(), done: Some(done) }).map_err(|_| BusError::Closed)?;
-        tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        tokio::time::timeout(self.request_timeout, answer)
             .await
-            .map_err(|_| BusError::Unavailable(format!("redis did not subscribe within {REQUEST_TIMEOUT:?}")))?
+            .map_err(|_| BusError::Unavailable(format!("redis did not subscribe within {:?}", self.request_timeout)))?
             .map_err(|_| BusError::Closed)?
     }
 
@@ -377,7 +364,7 @@ impl Bus for RedisBus {
         let mut invocation = inner.publish.key(&keys[..]);
         invocation.arg(inner.history_len.load(Ordering::Relaxed)).arg(&draft_json).arg(redis_lua::epoch_candidate());
         let conn = inner.conn("publish").await?;
-        let position: String = within_deadline!("publish", conn, invocation.invoke_async(&mut *conn))?;
+        let position: String = within_deadline!(inner, "publish", conn, invocation.invoke_async(&mut *conn))?;
         Ok(draft.into_event(channel.clone(), parse_position(channel, &position)?))
     }
 
@@ -405,7 +392,7 @@ impl Bus for RedisBus {
             .arg(ttl_ms);
         let conn = inner.conn("publish").await?;
         let (duplicate, position): (u8, String) =
-            within_deadline!("publish", conn, invocation.invoke_async(&mut *conn))?;
+            within_deadline!(inner, "publish", conn, invocation.invoke_async(&mut *conn))?;
         Ok(Publication { id: parse_position(channel, &position)?, duplicate: duplicate == 1 })
     }
 
@@ -420,7 +407,7 @@ impl Bus for RedisBus {
         pipe.atomic().get(epoch_key).cmd("XREVRANGE").arg(hist).arg("+").arg("-").arg("COUNT").arg(limit.max(1));
         let conn = inner.conn("latest").await?;
         let (epoch, newest): (Option<String>, Vec<Entry>) =
-            within_deadline!("latest", conn, pipe.query_async(&mut *conn)).map_err(BusError::read)?;
+            within_deadline!(inner, "latest", conn, pipe.query_async(&mut *conn)).map_err(BusError::read)?;
         let epoch = parse_epoch(channel, epoch.as_deref().unwrap_or(""))?;
         newest.into_iter().rev().map(|entry| decode_entry(channel, epoch, entry)).collect()
     }
@@ -437,7 +424,8 @@ impl Bus for RedisBus {
         let conn = self.inner.conn("check").await?;
         // A replica answers PING too; only a primary takes publishes.
         let role: Vec<redis::Value> =
-            within_deadline!("check", conn, redis::cmd("ROLE").query_async(&mut *conn)).map_err(BusError::read)?;
+            within_deadline!(self.inner, "check", conn, redis::cmd("ROLE").query_async(&mut *conn))
+                .map_err(BusError::read)?;
         match role.first() {
             Some(redis::Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
             _ => Err(BusError::Unavailable("redis is not a primary (read-only replica); waiting for failover".into())),
@@ -480,6 +468,7 @@ struct PubSubLink {
     link: Arc<Link>,
     ping_interval: Duration,
     ping_timeout: Duration,
+    request_timeout: Duration,
 }
 
 /// Why a connected pub/sub link ended.
@@ -543,7 +532,7 @@ impl PubSubLink {
     }
 
     async fn connect(&self) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), BusError> {
-        let pubsub = tokio::time::timeout(REQUEST_TIMEOUT, self.client.get_async_pubsub())
+        let pubsub = tokio::time::timeout(self.request_timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| BusError::Unavailable("timed out connecting to redis".into()))??;
         let (mut sink, stream) = pubsub.split();

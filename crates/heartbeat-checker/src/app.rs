@@ -5,12 +5,11 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use anyhow::Context;
-use pulse_bus::RedisBus;
 use pulse_runtime::{Health, HttpSettings, RedisSettings, SettingsError, SettingsLoader, Shutdown, TelemetrySettings};
-use pulse_store::{RedisStore, Store, StoreSettings};
+use pulse_store::{Store, StoreSettings};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
@@ -29,6 +28,10 @@ pub struct Settings {
     pub redis: RedisSettings,
     #[serde(default)]
     pub checker: CheckerSettings,
+    /// `[store]`: the same block as ingest's (the checker reads and writes
+    /// agent state with it).
+    #[serde(default)]
+    pub store: StoreSettings,
 }
 
 impl Settings {
@@ -49,7 +52,6 @@ impl Settings {
 pub struct Application {
     port: u16,
     server: Server,
-    handle: ServerHandle,
     worker: JoinHandle<()>,
     health: Health,
     shutdown: Shutdown,
@@ -92,10 +94,8 @@ impl Application {
             .disable_signals()
             .shutdown_timeout(HTTP_SHUTDOWN_SECS)
             .run();
-        let handle = server.handle();
-
         let worker = tokio::spawn(work(settings, store, shutdown.clone()));
-        Ok(Self { port, server, handle, worker, health, shutdown })
+        Ok(Self { port, server, worker, health, shutdown })
     }
 
     /// The port the HTTP server listens on.
@@ -104,22 +104,27 @@ impl Application {
     }
 
     /// Serves until the shutdown token is triggered (or the HTTP server
-    /// fails), then stops the checker and the server.
+    /// fails), then stops the checker and the server
+    /// ([`pulse_runtime::run_until`]).
+    ///
+    /// # Errors
+    ///
+    /// The HTTP server failed, or the checker task panicked.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let mut server = tokio::spawn(self.server);
-        let early = tokio::select! {
-            result = &mut server => Some(result),
-            () = self.shutdown.cancelled() => None,
+        let worker = self.worker;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        // The drain: the worker sees the same token and stops after its
+        // current batch.
+        let drain = async move {
+            let _ = done.send(worker.await);
         };
-        self.health.set_draining();
-        self.shutdown.trigger();
-        self.worker.await.context("the checker task failed")?;
-        match early {
-            Some(result) => result.context("the HTTP server task failed")?.context("the HTTP server failed"),
-            None => {
-                self.handle.stop(true).await;
-                server.await.context("the HTTP server task failed")?.context("the HTTP server failed")
-            }
+        pulse_runtime::run_until(self.server, self.health, self.shutdown, Duration::ZERO, drain)
+            .await
+            .context("the HTTP server failed")?;
+        match finished.await {
+            Ok(joined) => joined.context("the checker task failed"),
+            // The drain ran out of time: the task is still stopping.
+            Err(_) => Ok(()),
         }
     }
 }
@@ -127,33 +132,12 @@ impl Application {
 /// Connects to Redis (retrying with backoff until it answers or shutdown)
 /// and runs the checker.
 async fn work(settings: Settings, shared: SharedStore, shutdown: Shutdown) {
-    let config = settings.redis.bus_config();
-    let mut retry = Duration::from_millis(100);
-    let mut warned = false;
-    let bus = loop {
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return,
-            attempt = RedisBus::connect(config.clone()) => attempt,
-        };
-        match attempt {
-            Ok(bus) => break bus,
-            Err(error) => {
-                if !warned {
-                    tracing::warn!(%error, redis = ?settings.redis, "cannot connect to redis; retrying with backoff");
-                    warned = true;
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(retry) => {}
-                }
-                retry = (retry * 2).min(settings.checker.max_backoff.max(Duration::from_millis(100)));
-            }
-        }
+    let max_backoff = settings.checker.max_backoff;
+    let Some(backend) = pulse_runtime::connect_retrying(&settings.redis, &settings.store, max_backoff, &shutdown).await
+    else {
+        return;
     };
-    if warned {
-        tracing::info!("connected to redis");
-    }
-    let store: Arc<dyn Store> = Arc::new(RedisStore::new(bus, StoreSettings::default()));
+    let store = backend.store;
     // Set once, here; nothing else writes it.
     let _ = shared.set(store.clone());
     tracing::info!(

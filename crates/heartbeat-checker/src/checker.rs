@@ -28,7 +28,9 @@ pub struct CheckerSettings {
     /// Default 500.
     pub batch: usize,
     /// Longest wait between retries while the store is unavailable; retries
-    /// start at 100 ms and double up to this. Default 10 seconds.
+    /// start at 100 ms and double up to this, each with a random jitter of up
+    /// to as much again (the shared schedule, `pulse_bus::backoff`). Default
+    /// 10 seconds.
     #[serde(deserialize_with = "pulse_runtime::duration::deserialize")]
     pub max_backoff: Duration,
 }
@@ -164,11 +166,14 @@ impl Checker {
                             } else {
                                 tracing::error!(%error, "heartbeat scan failed; retrying at the next interval");
                             }
+                            let mut delays = Box::new(pulse_bus::backoff(INITIAL_BACKOFF, self.settings.max_backoff));
+                            let retry = delays.next().unwrap_or(INITIAL_BACKOFF);
                             trouble = Some(Trouble {
                                 since: Instant::now(),
                                 unavailable,
                                 message: message.clone(),
-                                retry: INITIAL_BACKOFF,
+                                retry,
+                                delays,
                             });
                         }
                         Some(t) => {
@@ -178,7 +183,7 @@ impl Checker {
                             }
                             t.unavailable = unavailable;
                             t.message = message.clone();
-                            t.retry = (t.retry * 2).min(self.settings.max_backoff.max(INITIAL_BACKOFF));
+                            t.retry = t.delays.next().unwrap_or(self.settings.max_backoff);
                         }
                     }
                     self.status.send_modify(|s| {
@@ -206,6 +211,8 @@ struct Trouble {
     message: String,
     /// Wait before the next retry while unavailable.
     retry: Duration,
+    /// The waits after it.
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
 }
 
 fn describe_metrics() {

@@ -11,19 +11,21 @@
 //!   and a token that does not verify is ignored (the request reads
 //!   anonymously; logged at debug).
 
-use std::future::{Ready, ready};
+//!
+//! The actix extractors that apply these rules to a request are in
+//! [`extract`](crate::extract).
+
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, dev::Payload, web};
+use actix_web::{HttpResponse, ResponseError};
 use pulse_auth::Claims;
 use pulse_protocol::{Channel, ChannelPattern};
 use pulse_runtime::Secret;
 
-use crate::error::error_response;
+use crate::body::error_response;
 use crate::settings::{ApiKeySettings, Role};
-use crate::state::IngestState;
 
 /// The configured API keys.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +83,24 @@ impl ApiKeys {
         }
         found
     }
+
+    /// The holder of `presented` if it is one of the keys and has the
+    /// `needed` role.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::UnknownKey`] (401) or [`AuthError::WrongRole`] (403).
+    pub fn authenticate_for(&self, presented: &str, needed: Role) -> Result<Caller, AuthError> {
+        let caller = self.authenticate(presented).ok_or(AuthError::UnknownKey)?;
+        if caller.role != needed {
+            return Err(AuthError::WrongRole {
+                name: caller.name.to_string(),
+                role: caller.role.as_str(),
+                needed: needed.as_str(),
+            });
+        }
+        Ok(caller)
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -124,6 +144,26 @@ pub enum Reader {
 }
 
 impl Reader {
+    /// The reader a presented browser token makes, by the rule every
+    /// service shares ([`pulse_auth::verify_presented`]): verified, or
+    /// ignored when anonymous reads are allowed.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::TokenExpired`] or [`AuthError::InvalidToken`] (401).
+    pub fn from_token(
+        verifier: Option<&pulse_auth::Verifier>,
+        token: &str,
+        anonymous: bool,
+    ) -> Result<Self, AuthError> {
+        pulse_auth::verify_presented(verifier, token, anonymous)
+            .map(|claims| claims.map_or(Reader::Anonymous, Reader::Token))
+            .map_err(|e| match e {
+                pulse_auth::AuthError::Expired => AuthError::TokenExpired,
+                pulse_auth::AuthError::Invalid(why) => AuthError::InvalidToken(why),
+            })
+    }
+
     /// Whether the reader may read `channel`.
     pub fn may_read(&self, channel: &Channel) -> bool {
         match self {
@@ -186,81 +226,6 @@ impl ResponseError for AuthError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
-    }
-}
-
-/// The bearer credential of a request: `Ok(None)` when there is none.
-fn bearer<'a>(req: &'a HttpRequest, what: &'static str) -> Result<Option<&'a str>, AuthError> {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| AuthError::NotBearer(what))?;
-    let (scheme, credential) = value.trim().split_once(' ').ok_or(AuthError::NotBearer(what))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
-        return Err(AuthError::NotBearer(what));
-    }
-    Ok(Some(credential.trim()))
-}
-
-fn state(req: &HttpRequest) -> &IngestState {
-    req.app_data::<web::Data<IngestState>>().unwrap_or_else(|| unreachable!("the API scope registers IngestState"))
-}
-
-fn authenticate(req: &HttpRequest, needed: Role) -> Result<Caller, AuthError> {
-    let presented = bearer(req, "API key")?.ok_or(AuthError::Missing("API key"))?;
-    let caller = state(req).api_keys().authenticate(presented).ok_or(AuthError::UnknownKey)?;
-    if caller.role != needed {
-        return Err(AuthError::WrongRole {
-            name: caller.name.to_string(),
-            role: caller.role.as_str(),
-            needed: needed.as_str(),
-        });
-    }
-    Ok(caller)
-}
-
-/// Extracts the holder of an agent key (`POST /reports`, `/heartbeats`).
-#[derive(Debug, Clone)]
-pub struct AgentKey(pub Caller);
-
-impl FromRequest for AgentKey {
-    type Error = AuthError;
-    type Future = Ready<Result<Self, AuthError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req, Role::Agent).map(Self))
-    }
-}
-
-/// Extracts the holder of a publisher key (`POST /publish`, `/decisions`).
-#[derive(Debug, Clone)]
-pub struct PublisherKey(pub Caller);
-
-impl FromRequest for PublisherKey {
-    type Error = AuthError;
-    type Future = Ready<Result<Self, AuthError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req, Role::Publisher).map(Self))
-    }
-}
-
-impl FromRequest for Reader {
-    type Error = AuthError;
-    type Future = Ready<Result<Self, AuthError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = state(req);
-        let reader = match bearer(req, "token") {
-            Err(err) => Err(err),
-            Ok(None) if state.anonymous_read() => Ok(Reader::Anonymous),
-            Ok(None) => Err(AuthError::Missing("token")),
-            Ok(Some(token)) => pulse_auth::verify_presented(state.verifier(), token, state.anonymous_read())
-                .map(|claims| claims.map_or(Reader::Anonymous, Reader::Token))
-                .map_err(|e| match e {
-                    pulse_auth::AuthError::Expired => AuthError::TokenExpired,
-                    pulse_auth::AuthError::Invalid(why) => AuthError::InvalidToken(why),
-                }),
-        };
-        ready(reader)
     }
 }
 

@@ -1,17 +1,6 @@
-//! The error answers of the API, and parsing request bodies into typed
-//! values with errors that name the field at fault.
-//!
-//! Every error answer has the same JSON body:
-//!
-//! ```json
-//! {"error": {"code": "invalid_field", "message": "unknown variant `L4`, expected one of `L1`, `L2`, `L3`", "field": "checks[0].level"}}
-//! ```
-//!
-//! `code` is stable and meant for programs; `message` is for people; `field`
-//! (a path into the request body, or a path or query parameter) is there
-//! when one field is at fault.
-
-use std::time::Duration;
+//! The error answers of the API (in the body of [`crate::body`]), and
+//! parsing request bodies into typed values with errors that name the field
+//! at fault.
 
 use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::StatusCode;
@@ -19,8 +8,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use pulse_bus::BusError;
 use pulse_store::StoreError;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+pub use crate::body::{ErrorBody, ErrorDetail, error_response};
 
 /// Why a request was refused: every route answers with one of these.
 #[derive(Debug, thiserror::Error)]
@@ -49,34 +39,6 @@ impl ResponseError for ApiError {
             Self::Backend(e) => e.error_response(),
         }
     }
-}
-
-/// The body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-/// What went wrong, inside [`ErrorBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `malformed_json`, `missing_field`,
-    /// `unknown_field`, `invalid_field`, `payload_too_large`,
-    /// `unsupported_media_type`, `too_many_checks`, `too_many_events`,
-    /// `too_many_agents`, `empty_batch`, `unauthorized`, `forbidden`, `not_found`,
-    /// `method_not_allowed`, `unavailable`, `internal`.
-    pub code: String,
-    /// For people: what is wrong and, where it helps, what is expected.
-    pub message: String,
-    /// The field at fault, as a path into the body (`checks[0].level`) or the
-    /// name of a path or query parameter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
-
-/// An error answer with the standard body.
-pub fn error_response(status: StatusCode, code: &str, message: String, field: Option<String>) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field } })
 }
 
 /// A request the API refuses because of what it contains: a 4xx that names
@@ -117,35 +79,79 @@ impl ResponseError for InputError {
     }
 }
 
-/// Deserialises a JSON body into `T`, naming the field at fault when it does
-/// not fit: `checks[2].level` for a bad value, `checks[2].status` for a
-/// missing one, `agent_id` for a bad agent id.
-pub fn parse_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, InputError> {
+/// Deserialises the text of a JSON body into `T` in one pass, naming the
+/// field at fault when it does not fit: `checks[2].level` for a bad value,
+/// `checks[2].status` for a missing one, `agent_id` for a bad agent id.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, InputError> {
+    let malformed = |err| json_error(JsonPayloadError::Deserialize(err));
     // Every body is an object; serde would read an array as a struct's
     // fields in order and blame `[0]`.
-    if !value.is_object() {
-        return Err(InputError::bad_request("invalid_field", None, "the request body must be a JSON object"));
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+            Err(err) => malformed(err),
+            Ok(_) => not_an_object(),
+        });
     }
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let message = err.inner().to_string();
-        let path = (path != ".").then_some(path);
-        // serde reports a missing field at the object that should hold it;
-        // point at the field itself. (An unknown field is reported at its
-        // own path already.)
-        let (code, field) = if let Some(name) = between(&message, "missing field `", "`") {
-            ("missing_field", Some(path.map_or_else(|| name.to_owned(), |p| format!("{p}.{name}"))))
-        } else if message.starts_with("unknown field `") {
-            ("unknown_field", path)
-        } else {
-            ("invalid_field", path)
-        };
-        let message = match &field {
-            Some(field) if code == "invalid_field" => format!("{field}: {message}"),
-            _ => message,
-        };
-        InputError { status: StatusCode::BAD_REQUEST, code, field, message }
-    })
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => value,
+        Err(err) if err.inner().is_syntax() || err.inner().is_eof() => return Err(malformed(err.into_inner())),
+        Err(err) => {
+            // A body that is not JSON at all is malformed, even where a
+            // field before the fault does not fit (checked on this error
+            // path only).
+            if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(body) {
+                return Err(malformed(syntax));
+            }
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            // Where in the text the value sits says nothing the field path
+            // does not.
+            let message = inner.to_string();
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
+            let message = match message.strip_suffix(&position) {
+                Some(stripped) => stripped.to_owned(),
+                None => message,
+            };
+            return Err(field_error(path, message));
+        }
+    };
+    // Nothing but whitespace may follow the object.
+    deserializer.end().map_err(malformed)?;
+    Ok(value)
+}
+
+/// [`parse_json`] for a body already read as a JSON value.
+pub fn parse_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, InputError> {
+    if !value.is_object() {
+        return Err(not_an_object());
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| field_error(err.path().to_string(), err.inner().to_string()))
+}
+
+fn not_an_object() -> InputError {
+    InputError::bad_request("invalid_field", None, "the request body must be a JSON object")
+}
+
+/// The error of a body value that does not fit, at `path` (`.` for the
+/// body itself).
+fn field_error(path: String, message: String) -> InputError {
+    let path = (path != ".").then_some(path);
+    // serde reports a missing field at the object that should hold it;
+    // point at the field itself. (An unknown field is reported at its own
+    // path already.)
+    let (code, field) = if let Some(name) = between(&message, "missing field `", "`") {
+        ("missing_field", Some(path.map_or_else(|| name.to_owned(), |p| format!("{p}.{name}"))))
+    } else if message.starts_with("unknown field `") {
+        ("unknown_field", path)
+    } else {
+        ("invalid_field", path)
+    };
+    let message = match &field {
+        Some(field) if code == "invalid_field" => format!("{field}: {message}"),
+        _ => message,
+    };
+    InputError { status: StatusCode::BAD_REQUEST, code, field, message }
 }
 
 /// The text between `start` and the next `end` in `message`, if `message`
@@ -162,7 +168,9 @@ pub fn json_config(max_body_bytes: usize) -> web::JsonConfig {
     web::JsonConfig::default().limit(max_body_bytes).error_handler(|err, _req| json_error(err).into())
 }
 
-fn json_error(err: JsonPayloadError) -> InputError {
+/// The answer to a body that cannot be read as JSON (too large, not
+/// JSON, malformed).
+pub(crate) fn json_error(err: JsonPayloadError) -> InputError {
     let too_large = |message: String| InputError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         code: "payload_too_large",
@@ -192,17 +200,27 @@ fn json_error(err: JsonPayloadError) -> InputError {
 pub enum BackendError {
     /// Redis is away, or answered too slowly. Answered with 503 and
     /// `Retry-After`; retrying later may succeed.
-    #[error("the backend is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the backend is unavailable")]
+    Unavailable(#[source] Cause),
     /// A write was sent but not answered in time: it may have taken effect.
     /// Answered with 503 and `Retry-After`, code `outcome_unknown`: a retry
     /// with the same idempotency key (or decision id) is safe; one without
     /// may publish twice.
-    #[error("the backend did not answer in time; the write may have taken effect: {0}")]
-    OutcomeUnknown(String),
+    #[error("the backend did not answer in time; the write may have taken effect")]
+    OutcomeUnknown(#[source] Cause),
     /// Anything else: a bug or corrupt data. Answered with 500.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// What the bus or store reported, kept whole as the source of a
+/// [`BackendError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Bus(BusError),
 }
 
 impl From<StoreError> for BackendError {
@@ -210,7 +228,7 @@ impl From<StoreError> for BackendError {
         // Contention (one agent's state changing faster than the store's
         // compare-and-set retries) is transient too: the probe retries later.
         if err.is_unavailable() || matches!(err, StoreError::Contention { .. }) {
-            Self::Unavailable(err.to_string())
+            Self::Unavailable(Cause::Store(err))
         } else {
             Self::Unexpected(err.into())
         }
@@ -220,8 +238,8 @@ impl From<StoreError> for BackendError {
 impl From<BusError> for BackendError {
     fn from(err: BusError) -> Self {
         match err {
-            BusError::OutcomeUnknown(_) => Self::OutcomeUnknown(err.to_string()),
-            _ if err.is_unavailable() => Self::Unavailable(err.to_string()),
+            BusError::OutcomeUnknown(_) => Self::OutcomeUnknown(Cause::Bus(err)),
+            _ if err.is_unavailable() => Self::Unavailable(Cause::Bus(err)),
             _ => Self::Unexpected(err.into()),
         }
     }
@@ -264,49 +282,20 @@ impl ResponseError for BackendError {
     }
 }
 
-/// Runs one bus or store call with the configured deadline, so that a Redis
-/// that hangs is answered like one that is down.
-pub async fn with_deadline<T, E>(
-    deadline: Duration,
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, BackendError>
+/// Awaits one bus or store call and maps its failure to the answer, logging
+/// it with its sources (`what` says what was being done). The call's
+/// deadline is the bus's and store's own (`redis.request_timeout`): a read
+/// cut short is unavailable, a write cut short has an unknown outcome.
+pub async fn backend<T, E>(what: &str, call: impl Future<Output = Result<T, E>>) -> Result<T, BackendError>
 where
     BackendError: From<E>,
 {
-    within(deadline, what, call, BackendError::Unavailable).await
-}
-
-/// [`with_deadline`] for a publish: cut short, it may still take effect
-/// (the request may be in Redis already), so its outcome is unknown.
-pub async fn with_write_deadline<T, E>(
-    deadline: Duration,
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, BackendError>
-where
-    BackendError: From<E>,
-{
-    within(deadline, what, call, BackendError::OutcomeUnknown).await
-}
-
-async fn within<T, E>(
-    deadline: Duration,
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-    cut_short: fn(String) -> BackendError,
-) -> Result<T, BackendError>
-where
-    BackendError: From<E>,
-{
-    let result = match tokio::time::timeout(deadline, call).await {
-        Ok(result) => result.map_err(BackendError::from),
-        Err(_) => Err(cut_short(format!("{what} took longer than {deadline:?}"))),
-    };
+    let result = call.await.map_err(BackendError::from);
     if let Err(err) = &result {
+        let chain = pulse_bus::error_chain(err);
         match err {
-            BackendError::Unavailable(reason) => tracing::warn!(%reason, "{what} failed: backend unavailable"),
-            BackendError::OutcomeUnknown(reason) => tracing::warn!(%reason, "{what}: outcome unknown"),
+            BackendError::Unavailable(_) => tracing::warn!(error = %chain, "{what} failed: backend unavailable"),
+            BackendError::OutcomeUnknown(_) => tracing::warn!(error = %chain, "{what}: outcome unknown"),
             BackendError::Unexpected(err) => tracing::error!(error = ?err, "{what} failed"),
         }
     }
@@ -393,5 +382,34 @@ mod tests {
         let err = report_error(json!([1, 2]));
         assert_eq!((err.code, err.field), ("invalid_field", None));
         assert!(err.message.contains("JSON object"), "{}", err.message);
+    }
+
+    #[test]
+    fn parsing_the_text_once_names_fields_like_parsing_a_value() {
+        for body in [
+            json!({"report_id": "r", "agent_id": "a", "ts": "2026-11-22T10:00:00Z",
+                "checks": [{"name": "x", "level": "L1", "status": "ok"}, {"name": "y", "level": "L4", "status": "ok"}]}),
+            json!({"report_id": "r", "agent_id": "a", "ts": "2026-11-22T10:00:00Z",
+                "checks": [{"name": "x", "level": "L1"}]}),
+            json!({"agent_id": "a", "ts": "2026-11-22T10:00:00Z", "checks": []}),
+            json!({"report_id": "r", "agent_id": "a", "ts": "2026-11-22T10:00:00Z", "checks": [], "extra": 1}),
+            json!({"report_id": "r", "agent_id": "no spaces", "ts": "2026-11-22T10:00:00Z", "checks": []}),
+            json!({"report_id": "r", "agent_id": "a", "ts": "yesterday", "checks": []}),
+            json!([1, 2]),
+        ] {
+            let from_value = parse_body::<Report>(body.clone()).unwrap_err();
+            let from_text = parse_json::<Report>(body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(from_text, from_value, "{body}");
+        }
+        let ok = json!({"report_id": "r", "agent_id": "a", "ts": "2026-11-22T10:00:00Z", "checks": []});
+        assert_eq!(parse_json::<Report>(ok.to_string().as_bytes()).unwrap(), parse_body::<Report>(ok).unwrap());
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_malformed() {
+        for body in [&b"{\"report_id\": "[..], b"{\"checks\": 5, oops", b"{} {}", b"nope", b""] {
+            let err = parse_json::<Report>(body).unwrap_err();
+            assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, "malformed_json"), "{body:?}");
+        }
     }
 }

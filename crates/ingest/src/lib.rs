@@ -6,7 +6,10 @@
 //!   checker on one port).
 //! - [`auth`]: API keys with roles and channel limits for writers; browser
 //!   tokens (shared with the gateway through `pulse-auth`) for readers.
-//! - [`error`]: one JSON error body for every refusal, naming the field.
+//! - [`extract`]: the actix extractors that apply [`auth`] to a request,
+//!   the trace to continue, and JSON bodies parsed once into their type.
+//! - [`error`]: the refusals and their status codes, in one JSON error
+//!   body ([`body`]), naming the field.
 //! - [`observe`]: request spans that continue the caller's trace, metrics.
 //! - [`settings`], [`state`], [`startup`]: configuration, shared state, and
 //!   the [`Application`] that binds and runs the server.
@@ -15,7 +18,9 @@
 //! ingest validates, authorises, maps to HTTP and calls the store or bus.
 
 pub mod auth;
+pub mod body;
 pub mod error;
+pub mod extract;
 #[doc(hidden)]
 pub mod fuzz_support;
 pub mod observe;

@@ -1,9 +1,6 @@
 //! `pulse-ingest`: the HTTP API for Probe agents, publishers and dashboards.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
-use clap::Parser;
 use pulse_ingest::{Application, Settings};
 
 /// Every request allocates and frees many small buffers on several threads
@@ -12,19 +9,13 @@ use pulse_ingest::{Application, Settings};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Pulse ingest: reports, heartbeats, decisions, publishing and the read API.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Settings file (TOML, or by extension JSON/YAML); defaults to $PULSE_CONFIG.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-}
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let settings = Settings::load(args.config.as_deref())?;
+    let cli = pulse_runtime::Cli::parse_for(
+        "pulse-ingest",
+        "Pulse ingest: reports, heartbeats, decisions, publishing and the read API.",
+    );
+    let settings = Settings::load(cli.config.as_deref())?;
     let _telemetry = pulse_runtime::init_telemetry("pulse-ingest", &settings.telemetry)?;
     pulse_runtime::raise_open_file_limit();
     let app = Application::build(settings).await.context("cannot start pulse-ingest")?;

@@ -2,8 +2,8 @@
 //!
 //! Each request runs in an `http_request` span that continues the caller's
 //! trace when it sends a `traceparent` header. Handlers take a
-//! [`TraceParent`] to stamp on the events they cause, so one trace runs from
-//! the probe's POST to the gateway's send.
+//! [`TraceParent`](crate::extract::TraceParent) to stamp on the events they
+//! cause, so one trace runs from the probe's POST to the gateway's send.
 //!
 //! Metrics (Prometheus names):
 //!
@@ -16,52 +16,23 @@
 //! - `pulse_ingest_publish_duration_seconds{source}`: how long the store or
 //!   bus took to apply and publish
 
-use std::future::{Ready, ready};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderName;
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 
 use crate::state::IngestState;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// The W3C `traceparent` to stamp on the events a request causes: the
-/// request span's own context when OpenTelemetry is on, else the caller's
-/// header as received (when well-formed), else none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TraceParent(pub Option<String>);
-
-/// The caller's well-formed `traceparent`, stored by [`observe`].
+/// The caller's well-formed `traceparent`, stored by [`observe`] for the
+/// [`TraceParent`](crate::extract::TraceParent) extractor.
 #[derive(Debug, Clone)]
-struct Incoming(String);
-
-impl FromRequest for TraceParent {
-    type Error = std::convert::Infallible;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        // Extractors run inside the request span, so this is its context.
-        let trace = pulse_runtime::current_traceparent()
-            .or_else(|| req.extensions().get::<Incoming>().map(|incoming| incoming.0.clone()));
-        ready(Ok(Self(trace)))
-    }
-}
-
-/// Whether `value` has the shape of a W3C traceparent
-/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero).
-fn is_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex =
-        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    matches!(parts.as_slice(), [version, trace, span, flags]
-        if hex(version, 2) && *version != "ff" && hex(trace, 32) && nonzero(trace) && hex(span, 16) && nonzero(span) && hex(flags, 2))
-}
+pub(crate) struct Incoming(pub(crate) String);
 
 /// The API scope's middleware: request span, metrics, and `Retry-After` on
 /// every 503.
@@ -79,7 +50,7 @@ pub(crate) async fn observe(
         http.status_code = tracing::field::Empty,
     );
     let incoming = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(incoming) = incoming.filter(|v| is_traceparent(v)) {
+    if let Some(incoming) = incoming.filter(|v| pulse_runtime::is_traceparent(v)) {
         pulse_runtime::set_parent_from_traceparent(&span, incoming);
         req.extensions_mut().insert(Incoming(incoming.to_owned()));
     }
@@ -135,10 +106,9 @@ pub(crate) fn record_published(source: &'static str, events: usize, took: Durati
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn recognises_traceparents() {
+        use pulse_runtime::is_traceparent;
         assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         for bad in [
             "",

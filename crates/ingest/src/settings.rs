@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use pulse_protocol::ChannelPattern;
+pub use pulse_runtime::BusKind;
 use pulse_runtime::{HttpSettings, RedisSettings, Secret, SettingsError, TelemetrySettings};
+pub use pulse_store::StoreSettings;
 use serde::Deserialize;
 
 /// The built-in defaults, embedded so the binary runs without any file.
@@ -32,8 +34,9 @@ pub struct Settings {
     /// opens the read API to requests without a token.
     #[serde(default)]
     pub auth: pulse_auth::AuthSettings,
+    /// Agent state, alerts and dedupe (`[store]`).
     #[serde(default)]
-    pub store: StoreSection,
+    pub store: StoreSettings,
 }
 
 impl Settings {
@@ -47,46 +50,20 @@ impl Settings {
     pub fn defaults() -> Result<Self, SettingsError> {
         pulse_runtime::SettingsLoader::new("ingest", DEFAULTS).env_vars(Vec::<(String, String)>::new()).load()
     }
-}
 
-/// Agent state and dedupe (`[store]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSection {
-    /// How long a `report_id` is remembered: a retry within it is a duplicate.
-    #[serde(with = "pulse_runtime::duration")]
-    pub dedupe_ttl: Duration,
-    /// How many resolved alerts `GET /alerts` shows.
-    pub recent_alerts: usize,
-}
-
-impl Default for StoreSection {
-    fn default() -> Self {
-        let defaults = pulse_store::StoreSettings::default();
-        Self { dedupe_ttl: defaults.dedupe_ttl, recent_alerts: defaults.recent_alerts }
-    }
-}
-
-impl StoreSection {
-    /// The store's own settings type.
-    pub fn to_store_settings(&self) -> pulse_store::StoreSettings {
-        pulse_store::StoreSettings {
-            dedupe_ttl: self.dedupe_ttl,
-            recent_alerts: self.recent_alerts,
-            ..pulse_store::StoreSettings::default()
+    /// The Redis settings ingest connects with: `[redis]`, with the
+    /// deadline of the older `ingest.backend_timeout` when it is set.
+    pub fn redis(&self) -> RedisSettings {
+        let mut redis = self.redis.clone();
+        if let Some(timeout) = self.ingest.backend_timeout {
+            redis.request_timeout = timeout;
         }
+        redis
     }
 }
 
-/// Which implementation of the bus and store to run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusKind {
-    /// Redis: state and history are shared by every replica.
-    Redis,
-    /// In-process: for one machine and for development.
-    Memory,
-}
+/// The `[store]` block, under its former name.
+pub type StoreSection = StoreSettings;
 
 /// Limits and timings of the API (`[ingest]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -101,9 +78,10 @@ pub struct IngestSettings {
     /// How long a publish idempotency key or a decision id is remembered.
     #[serde(with = "pulse_runtime::duration")]
     pub idempotency_ttl: Duration,
-    /// Longest a request waits on the bus or store before answering 503.
-    #[serde(with = "pulse_runtime::duration")]
-    pub backend_timeout: Duration,
+    /// Renamed `redis.request_timeout` (the one deadline of every Redis
+    /// call); when set, it still sets that deadline for ingest.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub backend_timeout: Option<Duration>,
     /// `Retry-After` of a 503.
     pub retry_after_secs: u32,
     /// History page size when the request gives no `limit`.
@@ -111,7 +89,11 @@ pub struct IngestSettings {
     /// Largest `limit` a history request may ask for.
     pub history_max_limit: usize,
     /// Keys of agents and publishers. None configured: every write is 401.
-    #[serde(default)]
+    /// In a file, a list of tables (`[[ingest.api_keys]]`); in the
+    /// environment (`PULSE__INGEST__API_KEYS`), a JSON array of the same
+    /// tables, or `name:role:key` entries separated by commas (see
+    /// [`api_keys`]).
+    #[serde(default, deserialize_with = "api_keys::deserialize")]
     pub api_keys: Vec<ApiKeySettings>,
     /// Origins of pages on other origins that may call the API (CORS), such
     /// as `http://localhost:5173`; `*` any. Empty: same origin only. The
@@ -134,6 +116,95 @@ pub struct ApiKeySettings {
     /// `["agent:web-*"]` lets it report for the `web-*` agents only.
     #[serde(default)]
     pub channels: Option<Vec<ChannelPattern>>,
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    pulse_runtime::duration::deserialize(deserializer).map(Some)
+}
+
+/// Serde helper for `ingest.api_keys`: a list of [`ApiKeySettings`] tables
+/// (a settings file), or one string, which is what an environment variable
+/// holds:
+///
+/// - a JSON array of the same tables:
+///   `[{"name":"fleet","key":"…","role":"agent","channels":["agent:web-*"]}]`;
+/// - or `name:role:key` entries separated by commas, each key valid on
+///   every channel: `fleet:agent:k1,runner:publisher:k2`.
+///
+/// An empty string is no key.
+pub mod api_keys {
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+    use super::{ApiKeySettings, Role};
+
+    /// Deserialises the keys, see the [module](self) docs.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<ApiKeySettings>, D::Error> {
+        deserializer.deserialize_any(KeysVisitor)
+    }
+
+    /// Parses the string form, see the [module](self) docs.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the entry that does not parse (never the key).
+    pub fn parse(text: &str) -> Result<Vec<ApiKeySettings>, String> {
+        let text = text.trim();
+        if text.starts_with('[') {
+            return serde_json::from_str(text).map_err(|e| format!("not a JSON array of API keys: {e}"));
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .enumerate()
+            .map(|(i, entry)| {
+                let mut parts = entry.splitn(3, ':');
+                let (Some(name), Some(role), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(format!("API key entry {} is not `name:role:key`", i + 1));
+                };
+                let role = match role.trim() {
+                    "agent" => Role::Agent,
+                    "publisher" => Role::Publisher,
+                    other => {
+                        return Err(format!(
+                            "API key {:?} has role {other:?}; expected agent or publisher",
+                            name.trim()
+                        ));
+                    }
+                };
+                Ok(ApiKeySettings {
+                    name: name.trim().to_owned(),
+                    key: key.trim().to_owned().into(),
+                    role,
+                    channels: None,
+                })
+            })
+            .collect()
+    }
+
+    struct KeysVisitor;
+
+    impl<'de> Visitor<'de> for KeysVisitor {
+        type Value = Vec<ApiKeySettings>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of API key tables, a JSON array of them, or `name:role:key` entries")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            parse(text).map_err(E::custom)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<ApiKeySettings>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
 }
 
 /// What an API key may do.
@@ -168,6 +239,9 @@ mod tests {
         assert_eq!(s.ingest.max_body_bytes, 256 * 1024);
         assert_eq!(s.ingest.max_checks, 256);
         assert_eq!(s.ingest.idempotency_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.ingest.backend_timeout, None);
+        assert_eq!(s.redis().request_timeout, Duration::from_secs(2));
+        assert_eq!(s.store, StoreSettings::default());
         assert!(!s.auth.anonymous);
         assert!(s.ingest.api_keys.is_empty());
     }
@@ -209,6 +283,45 @@ role = "publisher"
         assert!(keys[1].channels.is_none());
         let debug = format!("{s:?}");
         assert!(!debug.contains("k1") && !debug.contains("s3cret"), "secrets are never printed: {debug}");
+    }
+
+    #[test]
+    fn api_keys_from_the_environment() {
+        let load = |value: &str| {
+            pulse_runtime::SettingsLoader::new("ingest", DEFAULTS)
+                .env_vars([("PULSE__INGEST__API_KEYS", value)])
+                .load::<Settings>()
+        };
+        let s = load("fleet:agent:k1, runner:publisher:k2:with:colons").unwrap();
+        let keys = &s.ingest.api_keys;
+        assert_eq!(keys.len(), 2);
+        assert_eq!((keys[0].name.as_str(), keys[0].role, keys[0].key.expose()), ("fleet", Role::Agent, "k1"));
+        assert_eq!(
+            (keys[1].name.as_str(), keys[1].role, keys[1].key.expose()),
+            ("runner", Role::Publisher, "k2:with:colons")
+        );
+        assert!(keys[0].channels.is_none());
+
+        let s = load(r#"[{"name":"web","key":"k3","role":"agent","channels":["agent:web-*"]}]"#).unwrap();
+        let keys = &s.ingest.api_keys;
+        assert_eq!(keys[0].channels.as_ref().unwrap()[0].as_str(), "agent:web-*");
+        assert_eq!(keys[0].key.expose(), "k3");
+
+        assert!(load("").unwrap().ingest.api_keys.is_empty());
+        let err = load("fleet:admin:k1").unwrap_err();
+        assert!(err.to_string().contains("ingest.api_keys") && err.to_string().contains("admin"), "{err}");
+        assert!(!err.to_string().contains("k1"), "the key is never in a message: {err}");
+        let err = load("just-a-key").unwrap_err();
+        assert!(err.to_string().contains("name:role:key"), "{err}");
+    }
+
+    #[test]
+    fn backend_timeout_still_sets_the_deadline() {
+        let s: Settings = pulse_runtime::SettingsLoader::new("ingest", DEFAULTS)
+            .env_vars([("PULSE__INGEST__BACKEND_TIMEOUT", "750ms")])
+            .load()
+            .unwrap();
+        assert_eq!(s.redis().request_timeout, Duration::from_millis(750));
     }
 
     #[test]

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use anyhow::Context;
-use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus};
+use pulse_bus::Bus;
 use pulse_runtime::{Health, Shutdown};
-use pulse_store::{MemoryStore, RedisStore, Store};
+use pulse_store::Store;
 
 use crate::routes::configure;
-use crate::settings::{BusKind, Settings};
+use crate::settings::Settings;
 use crate::state::IngestState;
 
 /// The ops routes [`Application`] serves besides the API
@@ -87,37 +87,19 @@ impl Application {
         self.run_until(shutdown).await
     }
 
-    /// Serves until `shutdown` is triggered, then stops gracefully.
+    /// Serves until `shutdown` is triggered, then stops gracefully (see
+    /// [`pulse_runtime::run_until`]: not ready first, then the requests in
+    /// flight finish).
     pub async fn run_until(self, shutdown: Shutdown) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let health = self.health.clone();
-        let stopper = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            health.set_draining();
-            handle.stop(true).await;
-        });
-        let result = self.server.await;
-        stopper.abort();
-        result
+        pulse_runtime::run_until(self.server, self.health, shutdown, std::time::Duration::ZERO, async {}).await
     }
 }
 
 /// The bus and store `settings` name: Redis (shared by every replica) or in
-/// memory (this process only).
+/// memory (this process only), through [`pulse_runtime::connect`].
 pub async fn connect(settings: &Settings) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn Store>)> {
-    let store_settings = settings.store.to_store_settings();
-    Ok(match settings.bus {
-        BusKind::Redis => {
-            let redis = &settings.redis;
-            let bus = RedisBus::connect(redis.bus_config()).await.context("cannot connect to Redis")?;
-            let store = RedisStore::new(bus.clone(), store_settings);
-            (Arc::new(bus), Arc::new(store))
-        }
-        BusKind::Memory => {
-            let bus = MemoryBus::new(MemoryBusConfig { history_len: settings.redis.history_len });
-            let store = MemoryStore::new(bus.clone(), store_settings);
-            (Arc::new(bus), Arc::new(store))
-        }
-    })
+    let backend = pulse_runtime::connect(settings.bus, &settings.redis(), &settings.store)
+        .await
+        .context("cannot connect to Redis")?;
+    Ok((backend.bus, backend.store))
 }

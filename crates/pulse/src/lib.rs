@@ -18,9 +18,11 @@
 //!   to this process's own HTTP address.
 //!
 //! `bus = "redis"` (or `--redis URL`) puts the same process on Redis, where
-//! it can share state with other Pulse services.
+//! it can share state with other Pulse services; its Redis I/O then runs on
+//! a thread of its own ([`redis_io`]), so that fan-out never delays it.
 
 pub mod dashboard;
+pub mod redis_io;
 pub mod settings;
 pub mod startup;
 

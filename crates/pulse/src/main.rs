@@ -30,9 +30,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct TokenArgs {
-    /// Settings file to read `[auth]` from; also `PULSE_CONFIG`.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
+    /// The settings file to read `[auth]` from.
+    #[command(flatten)]
+    service: pulse_runtime::Cli,
     /// A channel the token may read; a pattern such as `agent:*` or `*`
     /// works. Repeat for several.
     #[arg(long = "channel", value_name = "PATTERN", required = true)]
@@ -45,9 +45,10 @@ struct TokenArgs {
     ttl: Duration,
 }
 
-/// A token lifetime: a `humantime` duration of at least one second.
+/// A token lifetime: a duration as in settings (`30m`, `1h`, `7d`) of at
+/// least one second.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let ttl = pulse_runtime::duration::parse(text).map_err(|e| e.to_string())?;
     if ttl < Duration::from_secs(1) {
         return Err(format!("{text:?} is too short: a token must live at least 1s"));
     }
@@ -56,9 +57,9 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, clap::Args)]
 struct Args {
-    /// Settings file (TOML, or JSON/YAML by extension); also `PULSE_CONFIG`.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
+    /// The settings file, as for every Pulse service.
+    #[command(flatten)]
+    service: pulse_runtime::Cli,
     /// Port of everything (`http.port`, default 8080; 0 picks a free one).
     #[arg(long, short)]
     port: Option<u16>,
@@ -95,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
 /// `pulse token`: prints the token alone on stdout, so that
 /// `TOKEN=$(pulse token --channel alerts)` works.
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let settings = Settings::load(args.config.as_deref())?;
+    let settings = Settings::load(args.service.config.as_deref())?;
     let claims = pulse_auth::Claims::new(args.sub, args.channels, args.ttl);
     let token = claims.sign_for(&settings.auth).context(
         "cannot mint a token: set auth.secret in the settings file (--config) or PULSE__AUTH__SECRET, \
@@ -106,7 +107,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut settings = Settings::load(args.config.as_deref())?;
+    let mut settings = Settings::load(args.service.config.as_deref())?;
     if let Some(port) = args.port {
         settings.http.port = port;
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pulse_heartbeat_checker::CheckerSettings;
-use pulse_ingest::settings::{BusKind, IngestSettings, StoreSection};
+use pulse_ingest::settings::{BusKind, IngestSettings, StoreSettings};
 use pulse_runtime::{HttpSettings, RedisSettings, SettingsError, SettingsLoader, TelemetrySettings};
 use pulse_websocket_gateway::settings::{GatewaySettings, LimitSettings, PresenceSettings};
 use serde::Deserialize;
@@ -27,7 +27,7 @@ pub struct Settings {
     #[serde(default)]
     pub redis: RedisSettings,
     #[serde(default)]
-    pub store: StoreSection,
+    pub store: StoreSettings,
     pub ingest: IngestSettings,
     /// Shared by the read API and the gateway. Anonymous by default here.
     pub auth: pulse_auth::AuthSettings,
@@ -135,6 +135,7 @@ impl Settings {
             auth: self.auth.clone(),
             limits: self.limits.clone(),
             presence: self.presence.clone(),
+            store: self.store.clone(),
         }
     }
 }

@@ -10,16 +10,14 @@ use actix_web::dev::Server;
 use anyhow::Context;
 use pulse_bus::Bus;
 use pulse_ingest::IngestState;
+use pulse_ingest::settings::BusKind;
 use pulse_probe::{Fleet, FleetConfig, FleetStats};
 use pulse_runtime::{Health, Shutdown};
 use pulse_store::Store;
 use pulse_websocket_gateway::{Gateway, StoreSnapshots};
 
+use crate::redis_io::RedisIo;
 use crate::settings::Settings;
-
-/// Extra time after the gateway's drain window for the last closes to reach
-/// clients before the server stops.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Standalone Pulse, bound and ready to run.
 pub struct Standalone {
@@ -44,8 +42,14 @@ impl Standalone {
     /// starts the gateway's hub and binds the listener, so that port 0 works
     /// and [`port`](Self::port) is the real one. Nothing is served, checked
     /// or simulated until [`run_until`](Self::run_until).
+    /// On Redis, the bus and store run on a [`RedisIo`] runtime of their
+    /// own, so that fan-out on the HTTP workers never delays their I/O.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (bus, store) = pulse_ingest::connect(&settings.ingest_settings()).await?;
+        let ingest = settings.ingest_settings();
+        let (bus, store) = match ingest.bus {
+            BusKind::Redis => RedisIo::start()?.connect(ingest).await?,
+            BusKind::Memory => pulse_ingest::connect(&ingest).await?,
+        };
         Self::build_with(settings, bus, store)
     }
 
@@ -179,31 +183,27 @@ impl Standalone {
     /// they resume elsewhere or after a restart), requests in flight finish,
     /// and it returns.
     pub async fn run_until(self, shutdown: Shutdown) -> std::io::Result<()> {
-        let Self { server, store, gateway, drain, halt, fleet, settings, .. } = self;
+        let Self { server, store, gateway, drain, halt, fleet, settings, health, .. } = self;
         let checker = tokio::spawn(pulse_heartbeat_checker::run(store, settings.checker.clone(), halt.clone()));
         let fleet = fleet.map(|fleet| {
             tokio::spawn(log_fleet_summary(fleet.stats(), halt.clone()));
             tokio::spawn(fleet.run(halt.clone()))
         });
 
-        let handle = server.handle();
-        let stopper = {
+        let window = gateway.settings().gateway.drain_window;
+        let drain_browsers = {
             let gateway = gateway.clone();
             let halt = halt.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                let window = gateway.settings().gateway.drain_window;
+            async move {
                 tracing::info!(?window, "shutting down: draining browsers, finishing requests in flight");
                 halt.trigger();
                 drain.trigger();
-                gateway.wait_drained(window + DRAIN_GRACE).await;
-                handle.stop(true).await;
-            })
+                gateway.wait_drained(window + pulse_runtime::DRAIN_GRACE).await;
+            }
         };
-        let result = server.await;
+        let result = pulse_runtime::run_until(server, health, shutdown, window, drain_browsers).await;
         halt.trigger();
         gateway.stop();
-        stopper.abort();
         let _ = checker.await;
         if let Some(fleet) = fleet {
             let _ = fleet.await;

@@ -2,17 +2,24 @@
 //! `pulse-heartbeat-checker`, `pulse-gateway` and the standalone `pulse`
 //! start, log, report health and stop the same way.
 //!
+//! - [`service`]: the skeleton every service binary stands on: the command
+//!   line ([`Cli`]), the bus and store it runs on ([`connect`],
+//!   [`connect_retrying`], [`BusKind`]), and [`run_until`], which serves
+//!   until shutdown and drains within [`DRAIN_GRACE`].
 //! - [`settings`]: [`load_settings`] layers built-in defaults, an optional
 //!   file and `PULSE__SECTION__KEY` environment variables through the `config`
 //!   crate, and fails at start with a message naming the bad key. With it come
 //!   the [`Secret`] newtype (never printed), the [`duration`] and
-//!   [`string_list`] serde helpers, and the setting blocks every service
-//!   embeds: [`HttpSettings`], [`TelemetrySettings`], [`RedisSettings`].
+//!   [`string_list`] serde helpers, the setting blocks every service
+//!   embeds: [`HttpSettings`], [`TelemetrySettings`], [`RedisSettings`] (from
+//!   the bus), and [`keys_of`], which lists every key a settings type knows.
+//! - [`http`]: the `Authorization: Bearer` parser of every service.
 //! - [`telemetry`]: [`init_telemetry`] installs `tracing` with an
 //!   `EnvFilter`, human or JSON output, and OpenTelemetry OTLP export when an
 //!   endpoint is configured; [`current_traceparent`] and
 //!   [`set_parent_from_traceparent`] carry a trace across the bus in the
-//!   event's `trace` field.
+//!   event's `trace` field, and [`is_traceparent`] is the one check of a
+//!   `traceparent` value.
 //! - [`health`]: the [`Health`] handle (readiness checks and the draining
 //!   flag) and [`configure_ops`], which mounts `GET /healthz`, `GET /readyz`
 //!   and `GET /metrics` on an actix-web app.
@@ -50,8 +57,10 @@
 pub mod client_addr;
 pub mod cors;
 pub mod health;
+pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
@@ -59,11 +68,14 @@ pub mod telemetry;
 pub use client_addr::{ForwardedHeader, InvalidProxyEntry, TrustedProxies};
 pub use cors::cors;
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
+pub use http::{NotBearer, bearer};
 pub use listener::{connections_within, fit_connections_to_file_limit, listen, raise_open_file_limit};
 pub use metrics::{FRAME_BUCKETS, LATENCY_BUCKETS, MetricsError, install_metrics};
 /// The handle [`install_metrics`] returns, re-exported so services need not
 /// depend on the exporter crate.
 pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use service::{Backend, BusKind, Cli, DRAIN_GRACE, connect, connect_retrying, run_until};
+pub use settings::reference::keys_of;
 pub use settings::{
     HttpSettings, LogFormat, OtlpProtocol, RedisSettings, Secret, SettingsError, SettingsLoader, TelemetrySettings,
     duration, load_settings, string_list,
@@ -71,5 +83,5 @@ pub use settings::{
 pub use shutdown::{Shutdown, shutdown_signal};
 pub use telemetry::{
     OtlpExport, TRACE_TARGET, TelemetryError, TelemetryGuard, current_traceparent, export_filter, init_telemetry,
-    init_test_logging, log_layer, set_parent_from_traceparent,
+    init_test_logging, is_traceparent, log_layer, set_parent_from_traceparent,
 };

@@ -359,7 +359,7 @@ fn traceparent_of(span: &tracing::Span) -> Option<String> {
 /// broken trace id must never stop an event from being delivered.
 pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) -> bool {
     let traceparent = traceparent.trim();
-    if !is_well_formed_traceparent(traceparent) {
+    if !is_traceparent(traceparent) {
         return false;
     }
     let carrier: HashMap<String, String> = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
@@ -370,15 +370,28 @@ pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) -> b
     span.set_parent(cx).is_ok()
 }
 
-/// `version-traceid-spanid-flags` with 2, 32, 16 and 2 lowercase hex digits,
-/// as W3C Trace Context requires. The propagator alone accepts short ids.
-fn is_well_formed_traceparent(value: &str) -> bool {
-    let lengths = [2, 32, 16, 2];
-    let parts: Vec<&str> = value.split('-').collect();
-    parts.len() == lengths.len()
-        && parts.iter().zip(lengths).all(|(part, len)| {
-            part.len() == len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+/// Whether `value` is a W3C `traceparent`: `version-traceid-spanid-flags`
+/// with 2, 32, 16 and 2 lowercase hex digits, a version other than `ff`,
+/// and ids that are not all zero, as W3C Trace Context requires (the
+/// propagator alone accepts short ids). The one check of a `traceparent`
+/// in Pulse: a malformed one is ignored wherever it arrives.
+pub fn is_traceparent(value: &str) -> bool {
+    let mut parts = value.split('-');
+    let (Some(version), Some(trace), Some(span), Some(flags), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(span, 16)
+        && nonzero(span)
+        && hex(flags, 2)
 }
 
 /// For tests: when `TEST_LOG` is set, logs go to the test output (filtered

@@ -47,19 +47,27 @@ impl From<BusError> for StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
+        // The bus's classifier: one rule for what is transient.
         if pulse_bus::redis_unavailable(&err) {
-            Self::Unavailable(err.to_string())
+            Self::Unavailable(pulse_bus::error_chain(&err))
         } else {
-            Self::Backend(err.to_string())
+            Self::Backend(pulse_bus::error_chain(&err))
+        }
+    }
+}
+
+impl From<pulse_bus::deadline::CallError> for StoreError {
+    fn from(err: pulse_bus::deadline::CallError) -> Self {
+        match err {
+            pulse_bus::deadline::CallError::Failed(err) => err.into(),
+            other => Self::Unavailable(pulse_bus::error_chain(&other)),
         }
     }
 }
 
 impl From<deadpool_redis::PoolError> for StoreError {
     fn from(err: deadpool_redis::PoolError) -> Self {
-        match err {
-            deadpool_redis::PoolError::Backend(err) => err.into(),
-            other => Self::Unavailable(other.to_string()),
-        }
+        // The bus decides what a pool failure means, for both.
+        BusError::from(err).into()
     }
 }

@@ -174,12 +174,18 @@ pub struct AgentCounts {
     pub offline: u64,
 }
 
-/// Tunables shared by both stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Tunables shared by both stores: the `[store]` block of every service
+/// that has a store (ingest, the heartbeat checker, the gateway's
+/// `refresh` reads, standalone). Every field has a default. How long a Redis
+/// call may take is the bus's `redis.request_timeout`, the one deadline of
+/// every Redis call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// How long a `report_id` is remembered. A retry within this window is a
     /// duplicate. Probes retry within seconds to minutes; every remembered
     /// id costs memory, so this is minutes, not days. Default 15 minutes.
+    #[serde(deserialize_with = "pulse_bus::settings::duration::deserialize")]
     pub dedupe_ttl: Duration,
     /// How many resolved alerts [`Store::alerts`] keeps. Default 100.
     pub recent_alerts: usize,
@@ -188,18 +194,10 @@ pub struct StoreSettings {
     /// re-planned before giving up with [`StoreError::Contention`].
     /// Default 16.
     pub max_attempts: usize,
-    /// How long one operation may wait on Redis before it fails with
-    /// [`StoreError::Unavailable`]. Default 5 seconds.
-    pub request_timeout: Duration,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self {
-            dedupe_ttl: Duration::from_secs(15 * 60),
-            recent_alerts: 100,
-            max_attempts: 16,
-            request_timeout: Duration::from_secs(5),
-        }
+        Self { dedupe_ttl: Duration::from_secs(15 * 60), recent_alerts: 100, max_attempts: 16 }
     }
 }

@@ -55,7 +55,7 @@ impl MemoryStore {
 
     async fn publish_all(&self, publishes: Vec<Publish>) -> Result<Vec<Event>, StoreError> {
         let mut events = Vec::with_capacity(publishes.len());
-        for Publish { channel, draft } in publishes {
+        for Publish { channel, draft, .. } in publishes {
             events.push(self.bus.publish(&channel, draft).await?);
         }
         Ok(events)

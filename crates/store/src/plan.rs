@@ -19,6 +19,9 @@ use crate::StoreError;
 pub(crate) struct Publish {
     pub channel: Channel,
     pub draft: EventDraft,
+    /// The draft is the previous publish's (the same event on its agent
+    /// channel): encoded once.
+    pub repeats_previous: bool,
 }
 
 /// What a report changes.
@@ -236,8 +239,8 @@ fn draft<T: serde::Serialize>(
 
 /// Publishes `draft` on the fleet channel `fleet`, then on `agent:{id}`.
 fn push_twice(publishes: &mut Vec<Publish>, fleet: &'static str, agent_id: &AgentId, draft: EventDraft) {
-    publishes.push(Publish { channel: Channel::well_known(fleet), draft: draft.clone() });
-    publishes.push(Publish { channel: Channel::for_agent(agent_id), draft });
+    publishes.push(Publish { channel: Channel::well_known(fleet), draft: draft.clone(), repeats_previous: false });
+    publishes.push(Publish { channel: Channel::for_agent(agent_id), draft, repeats_previous: true });
 }
 
 /// A duration for people: `850ms`, `42s`, `5m 3s`, `2h 10m`, `3d 4h`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use chrono::{DateTime, TimeDelta, Utc};
-use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
+use pulse_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisSettings};
 use pulse_protocol::probe::{
     AgentState, AgentStatus, AgentStatusChange, Alert, AlertState, CheckResult, CheckStatus, HealthStatus, Level,
     Report,
@@ -33,13 +33,19 @@ async fn memory(settings: StoreSettings) -> anyhow::Result<Fixture> {
 }
 
 async fn redis(settings: StoreSettings) -> anyhow::Result<Fixture> {
+    redis_with_deadline(settings, RedisSettings::default().request_timeout).await
+}
+
+/// A Redis fixture whose calls time out after `request_timeout`.
+async fn redis_with_deadline(settings: StoreSettings, request_timeout: Duration) -> anyhow::Result<Fixture> {
     let server = RedisServer::start().await?;
-    let bus = RedisBus::connect(RedisBusConfig {
+    let bus = RedisBus::connect(RedisSettings {
         url: server.url(),
         prefix: "pulse:".into(),
         history_len: HISTORY,
         pool_size: 8,
-        ..RedisBusConfig::default()
+        request_timeout,
+        ..RedisSettings::default()
     })
     .await?;
     Ok(Fixture { store: Arc::new(RedisStore::new(bus.clone(), settings)), bus: Arc::new(bus), redis: Some(server) })
@@ -561,12 +567,12 @@ async fn redis_away_is_unavailable_and_recovers() -> anyhow::Result<()> {
 async fn redis_replicas_racing_on_one_agent_open_one_alert() -> anyhow::Result<()> {
     let f = redis(StoreSettings::default()).await?;
     let server = f.redis.as_ref().context("redis fixture")?;
-    let other_bus = RedisBus::connect(RedisBusConfig {
+    let other_bus = RedisBus::connect(RedisSettings {
         url: server.url(),
         prefix: "pulse:".into(),
         history_len: HISTORY,
         pool_size: 8,
-        ..RedisBusConfig::default()
+        ..RedisSettings::default()
     })
     .await?;
     let replicas: [Arc<dyn Store>; 2] =
@@ -650,8 +656,7 @@ async fn redis_keys_are_as_documented() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn redis_that_hangs_is_unavailable() -> anyhow::Result<()> {
-    let settings = StoreSettings { request_timeout: Duration::from_millis(300), ..Default::default() };
-    let f = redis(settings).await?;
+    let f = redis_with_deadline(StoreSettings::default(), Duration::from_millis(300)).await?;
     let server = f.redis.as_ref().context("redis fixture")?;
     f.store.check().await?;
     // A script that keeps Redis busy for 2 s: every other client waits.

@@ -72,10 +72,8 @@ pub(crate) fn identify(req: &RequestHead, verifier: Option<&Verifier>, anonymous
 /// `Authorization: Bearer …`, else the `token` query parameter (last resort:
 /// query strings end up in logs).
 fn request_token(req: &RequestHead) -> Option<String> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
-    {
-        return Some(token.trim().to_owned());
+    if let Ok(Some(token)) = pulse_runtime::bearer(req.headers()) {
+        return Some(token.to_owned());
     }
     query_param(req.uri.query().unwrap_or(""), "token")
 }

@@ -24,6 +24,10 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub presence: PresenceSettings,
+    /// `[store]`: the same block as ingest's; the gateway reads agents and
+    /// alerts through it to answer `refresh`.
+    #[serde(default)]
+    pub store: pulse_store::StoreSettings,
 }
 
 impl Settings {

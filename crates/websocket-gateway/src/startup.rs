@@ -1,7 +1,6 @@
 //! [`Application`]: the gateway as a server of its own (`pulse-gateway`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::App;
 use actix_web::dev::Server;
@@ -15,15 +14,13 @@ use crate::server::serve;
 use crate::settings::Settings;
 use crate::snapshot::Snapshots;
 
-/// Extra time after the drain window for the last closes to reach clients.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
 /// A bound, not yet running gateway server: `/ws`, `/sse`, `/healthz`,
 /// `/readyz`, `/metrics` and the dashboard's static files.
 pub struct Application {
     port: u16,
     server: Server,
     gateway: Gateway,
+    health: Health,
     shutdown: Shutdown,
 }
 
@@ -60,15 +57,16 @@ impl Application {
         let port = listener.local_addr()?.port();
         let gateway = Gateway::start(settings, bus, snapshots, health.clone(), shutdown.clone())?;
         let app_gateway = gateway.clone();
+        let ops_health = health.clone();
         let app = move || {
             App::new()
-                .configure(pulse_runtime::configure_ops(health.clone(), metrics.clone()))
+                .configure(pulse_runtime::configure_ops(ops_health.clone(), metrics.clone()))
                 .configure(configure(app_gateway.clone()))
                 .configure(configure_static(static_dir.as_deref()))
         };
         let server = serve(listener, gateway.clone(), app, max_connections.saturating_add(1024))?;
         tracing::info!(port, "gateway listening");
-        Ok(Self { port, server, gateway, shutdown })
+        Ok(Self { port, server, gateway, health, shutdown })
     }
 
     /// The port it listens on.
@@ -86,19 +84,20 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until shutdown is triggered and the drain is over.
+    /// Serves until shutdown is triggered and the drain is over: clients
+    /// are closed over `gateway.drain_window`, with
+    /// [`DRAIN_GRACE`](pulse_runtime::DRAIN_GRACE) more for the last closes
+    /// ([`pulse_runtime::run_until`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let gateway = self.gateway.clone();
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            let window = gateway.settings().gateway.drain_window;
-            tracing::info!(?window, "draining");
-            gateway.wait_drained(window + DRAIN_GRACE).await;
-            handle.stop(true).await;
-        });
-        let result = self.server.await;
+        let window = self.gateway.settings().gateway.drain_window;
+        let drain = {
+            let gateway = self.gateway.clone();
+            async move {
+                tracing::info!(?window, "draining");
+                gateway.wait_drained(window + pulse_runtime::DRAIN_GRACE).await;
+            }
+        };
+        let result = pulse_runtime::run_until(self.server, self.health, self.shutdown, window, drain).await;
         self.gateway.stop();
         result
     }

@@ -8,18 +8,24 @@
 -- epoch, `epoch_candidate` (random, chosen by the caller), so that positions
 -- of the old history are never taken for positions of the new one.
 --
--- Trimming records the newest trimmed id as the stream's
+-- The history keeps at least `maxlen` events. Trimming is amortised: it
+-- waits until the stream is `maxlen / 32` events over (so a channel holds
+-- between `maxlen` and `maxlen * 33 / 32` events; exactly `maxlen` below 32)
+-- and then trims back to `maxlen` at once, instead of trimming one event on
+-- every publish. Trimming records the newest trimmed id as the stream's
 -- max-deleted-entry-id, which tells readers when history no longer reaches
 -- back far enough.
 local function pulse_publish(hist_key, live_key, epoch_key, epoch_candidate, maxlen, draft_json)
   local epoch = redis.call('GET', epoch_key)
-  if not epoch or redis.call('EXISTS', hist_key) == 0 then
+  local id = redis.call('XADD', hist_key, '*', 'e', draft_json)
+  local len = redis.call('XLEN', hist_key)
+  -- One event after the append: the history did not exist before it (or
+  -- had been emptied by hand, which is treated the same).
+  if not epoch or len == 1 then
     epoch = epoch_candidate
     redis.call('SET', epoch_key, epoch)
   end
-  local id = redis.call('XADD', hist_key, '*', 'e', draft_json)
-  local len = redis.call('XLEN', hist_key)
-  if len > maxlen then
+  if len > maxlen + math.floor(maxlen / 32) then
     local trimmed = redis.call('XRANGE', hist_key, '-', '+', 'COUNT', len - maxlen)
     redis.call('XTRIM', hist_key, 'MAXLEN', maxlen)
     redis.call('XSETID', hist_key, id, 'MAXDELETEDID', trimmed[#trimmed][1])

@@ -9,9 +9,9 @@ use pulse_protocol::probe::Decision;
 use pulse_protocol::{Channel, EventDraft, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::PublisherKey;
-use crate::error::{ApiError, BackendError, InputError, parse_body};
-use crate::observe::{TraceParent, record_published};
+use crate::error::{ApiError, BackendError, InputError};
+use crate::extract::{Json, PublisherKey, TraceParent};
+use crate::observe::record_published;
 use crate::routes::publish::PublishedRef;
 use crate::routes::shared::{publish_once, validate_id};
 use crate::state::IngestState;
@@ -48,9 +48,8 @@ pub(crate) async fn post_decision(
     PublisherKey(caller): PublisherKey,
     state: web::Data<IngestState>,
     trace: TraceParent,
-    body: web::Json<serde_json::Value>,
+    Json(decision): Json<Decision>,
 ) -> Result<HttpResponse, ApiError> {
-    let decision: Decision = parse_body(body.into_inner())?;
     validate_id("decision_id", &decision.decision_id, MAX_DECISION_ID_LEN)?;
     let max = state.settings().max_batch_events;
     if decision.agent_ids.len() > max {

@@ -8,9 +8,9 @@ use pulse_protocol::probe::{AgentStatus, HealthStatus};
 use pulse_protocol::{AgentId, Channel};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::AgentKey;
-use crate::error::{ApiError, parse_body, with_deadline};
-use crate::observe::{TraceParent, record_published};
+use crate::error::{ApiError, backend};
+use crate::extract::{AgentKey, Json, TraceParent};
+use crate::observe::record_published;
 use crate::state::IngestState;
 
 /// The body of `POST /heartbeats`.
@@ -38,19 +38,14 @@ pub(crate) async fn post_heartbeat(
     AgentKey(caller): AgentKey,
     state: web::Data<IngestState>,
     trace: TraceParent,
-    body: web::Json<serde_json::Value>,
+    Json(heartbeat): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let heartbeat: HeartbeatRequest = parse_body(body.into_inner())?;
     caller.check_write(&Channel::for_agent(&heartbeat.agent_id), Some("agent_id"))?;
     let ts = heartbeat.ts.unwrap_or_else(pulse_protocol::timestamp::now);
 
     let started = Instant::now();
-    let outcome = with_deadline(
-        state.settings().backend_timeout,
-        "applying a heartbeat",
-        state.store().apply_heartbeat(&heartbeat.agent_id, ts, trace.0),
-    )
-    .await?;
+    let outcome =
+        backend("applying a heartbeat", state.store().apply_heartbeat(&heartbeat.agent_id, ts, trace.0)).await?;
     record_published("heartbeat", outcome.events.len(), started.elapsed());
     tracing::debug!(agent_id = %heartbeat.agent_id, key = %caller.name, "heartbeat accepted");
     let state = outcome.state;

@@ -11,7 +11,7 @@ use pulse_protocol::{Channel, Event, Position};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Reader;
-use crate::error::{ApiError, InputError, with_deadline};
+use crate::error::{ApiError, InputError, backend};
 use crate::state::IngestState;
 
 /// The query string, read as text so that a bad value is reported with
@@ -67,10 +67,9 @@ pub(crate) async fn get_history(
         },
     };
     let bus = state.bus();
-    let deadline = settings.backend_timeout;
     let page = match after {
         Some(after) => {
-            let history = with_deadline(deadline, "reading history", bus.history(&channel, after, limit)).await?;
+            let history = backend("reading history", bus.history(&channel, after, limit)).await?;
             if history.truncated {
                 // The events after `after` cannot all be given: what is left
                 // would be applied on top of the state the client refetches.
@@ -82,10 +81,10 @@ pub(crate) async fn get_history(
             }
         }
         None => {
-            let events = with_deadline(deadline, "reading history", bus.latest(&channel, limit)).await?;
+            let events = backend("reading history", bus.latest(&channel, limit)).await?;
             let next = match events.last() {
                 Some(event) => event.id,
-                None => with_deadline(deadline, "reading the channel head", bus.head(&channel)).await?,
+                None => backend("reading the channel head", bus.head(&channel)).await?,
             };
             HistoryPage { channel, events, truncated: false, next }
         }

@@ -14,9 +14,10 @@ use actix_web::{HttpResponse, web};
 use pulse_protocol::{Channel, EventDraft, EventType, Position};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Caller, PublisherKey};
-use crate::error::{ApiError, BackendError, InputError, parse_body, with_write_deadline};
-use crate::observe::{TraceParent, record_published};
+use crate::auth::Caller;
+use crate::error::{ApiError, BackendError, InputError, backend, parse_body};
+use crate::extract::{Json, PublisherKey, TraceParent};
+use crate::observe::record_published;
 use crate::routes::shared::{publish_once, validate_id};
 use crate::state::IngestState;
 
@@ -86,9 +87,8 @@ pub(crate) async fn post_publish(
     PublisherKey(caller): PublisherKey,
     state: web::Data<IngestState>,
     trace: TraceParent,
-    body: web::Json<serde_json::Value>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
     let is_batch = body.as_object().is_some_and(|o| o.contains_key("events"));
     let (requests, is_batch) = if is_batch {
         let batch: BatchRequest = parse_body(body)?;
@@ -146,12 +146,7 @@ async fn publish_one(
             Ok(Published { channel: request.channel, id: publication.id, duplicate: publication.duplicate })
         }
         None => {
-            let event = with_write_deadline(
-                state.settings().backend_timeout,
-                "publishing an event",
-                state.bus().publish(&request.channel, draft),
-            )
-            .await?;
+            let event = backend("publishing an event", state.bus().publish(&request.channel, draft)).await?;
             Ok(Published { channel: event.channel, id: event.id, duplicate: false })
         }
     }

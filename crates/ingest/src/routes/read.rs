@@ -11,7 +11,7 @@ use pulse_protocol::{AgentId, Channel};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthError, Reader};
-use crate::error::{ApiError, InputError, error_response, with_deadline};
+use crate::error::{ApiError, InputError, backend, error_response};
 use crate::state::IngestState;
 
 /// `GET /agents`: every agent the reader may see, ordered by id.
@@ -33,7 +33,7 @@ fn may_see(reader: &Reader, fleet: &Channel, agent_id: &AgentId) -> bool {
 }
 
 pub(crate) async fn get_agents(reader: Reader, state: web::Data<IngestState>) -> Result<HttpResponse, ApiError> {
-    let agents = with_deadline(state.settings().backend_timeout, "listing agents", state.store().agents()).await?;
+    let agents = backend("listing agents", state.store().agents()).await?;
     let fleet = Channel::well_known(Channel::AGENTS);
     let agents = agents.into_iter().filter(|a| may_see(&reader, &fleet, &a.agent_id)).collect();
     Ok(HttpResponse::Ok().json(AgentsList { agents }))
@@ -53,8 +53,7 @@ pub(crate) async fn get_agent(
         }
         .into());
     }
-    let agent =
-        with_deadline(state.settings().backend_timeout, "reading an agent", state.store().agent(&agent_id)).await?;
+    let agent = backend("reading an agent", state.store().agent(&agent_id)).await?;
     Ok(match agent {
         Some(agent) => HttpResponse::Ok().json(agent),
         None => error_response(
@@ -67,7 +66,7 @@ pub(crate) async fn get_agent(
 }
 
 pub(crate) async fn get_alerts(reader: Reader, state: web::Data<IngestState>) -> Result<HttpResponse, ApiError> {
-    let view = with_deadline(state.settings().backend_timeout, "listing alerts", state.store().alerts()).await?;
+    let view = backend("listing alerts", state.store().alerts()).await?;
     let fleet = Channel::well_known(Channel::ALERTS);
     let visible = |alerts: Vec<Alert>| alerts.into_iter().filter(|a| may_see(&reader, &fleet, &a.agent_id)).collect();
     Ok(HttpResponse::Ok().json(AlertsList { open: visible(view.open), recent: visible(view.recent) }))

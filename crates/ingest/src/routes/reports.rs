@@ -7,9 +7,9 @@ use pulse_protocol::probe::Report;
 use pulse_protocol::{Channel, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::AgentKey;
-use crate::error::{ApiError, InputError, parse_body, with_deadline};
-use crate::observe::{TraceParent, record_published};
+use crate::error::{ApiError, InputError, backend};
+use crate::extract::{AgentKey, Json, TraceParent};
+use crate::observe::record_published;
 use crate::routes::shared::validate_id;
 use crate::state::IngestState;
 
@@ -38,12 +38,16 @@ pub(crate) fn validate(report: &Report, max_checks: usize) -> Result<(), InputEr
         ));
     }
     for (i, check) in report.checks.iter().enumerate() {
-        let field = format!("checks[{i}].name");
+        // The field's name is only built for an error.
+        let field = || format!("checks[{i}].name");
         if check.name.trim().is_empty() {
-            return Err(InputError::invalid(&field, format!("{field} is empty")));
+            return Err(InputError::invalid(&field(), format!("{} is empty", field())));
         }
         if check.name.chars().count() > MAX_CHECK_NAME_LEN {
-            return Err(InputError::invalid(&field, format!("{field} is longer than {MAX_CHECK_NAME_LEN} characters")));
+            return Err(InputError::invalid(
+                &field(),
+                format!("{} is longer than {MAX_CHECK_NAME_LEN} characters", field()),
+            ));
         }
     }
     Ok(())
@@ -53,19 +57,13 @@ pub(crate) async fn post_report(
     AgentKey(caller): AgentKey,
     state: web::Data<IngestState>,
     trace: TraceParent,
-    body: web::Json<serde_json::Value>,
+    Json(report): Json<Report>,
 ) -> Result<HttpResponse, ApiError> {
-    let report: Report = parse_body(body.into_inner())?;
     validate(&report, state.settings().max_checks)?;
     caller.check_write(&Channel::for_agent(&report.agent_id), Some("agent_id"))?;
 
     let started = Instant::now();
-    let outcome = with_deadline(
-        state.settings().backend_timeout,
-        "applying a report",
-        state.store().apply_report(&report, trace.0),
-    )
-    .await?;
+    let outcome = backend("applying a report", state.store().apply_report(&report, trace.0)).await?;
     record_published("report", outcome.events.len(), started.elapsed());
     let outcome_label = if outcome.duplicate { "duplicate" } else { "accepted" };
     metrics::counter!(crate::observe::REPORTS, "outcome" => outcome_label).increment(1);
@@ -76,7 +74,9 @@ pub(crate) async fn post_report(
         .filter(|e| e.event_type.as_str() == EventType::ALERT_TRIGGERED && e.channel.as_str() == Channel::ALERTS)
         .count();
     metrics::counter!(crate::observe::ALERTS_RAISED).increment(alerts as u64);
-    tracing::info!(
+    // Debug, not info: at thousands of reports per second a line each
+    // costs more than the report; the counters above say how many.
+    tracing::debug!(
         report_id = %report.report_id,
         agent_id = %report.agent_id,
         key = %caller.name,

@@ -3,7 +3,7 @@
 use pulse_bus::Publication;
 use pulse_protocol::{Channel, EventDraft};
 
-use crate::error::{BackendError, InputError, with_write_deadline};
+use crate::error::{BackendError, InputError, backend};
 use crate::state::IngestState;
 
 /// An id that ends up in a Redis key or an idempotency key: 1 to `max`
@@ -34,11 +34,6 @@ pub(crate) async fn publish_once(
     draft: EventDraft,
     key: &str,
 ) -> Result<Publication, BackendError> {
-    let settings = state.settings();
-    with_write_deadline(
-        settings.backend_timeout,
-        "publishing an event",
-        state.bus().publish_once(channel, draft, key, settings.idempotency_ttl),
-    )
-    .await
+    let ttl = state.settings().idempotency_ttl;
+    backend("publishing an event", state.bus().publish_once(channel, draft, key, ttl)).await
 }

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    AGENT_KEY, JWT_SECRET, PUBLISHER_KEY, WEB_AGENT_KEY, disk_ok, error_of, json_of, report, spawn_app,
+    AGENT_KEY, JWT_SECRET, PUBLISHER_KEY, WEB_AGENT_KEY, disk_ok, error_of, json_of, report, spawn_app, spawn_app_with,
     spawn_memory_app,
 };
 
@@ -112,4 +112,47 @@ async fn browser_tokens_not_valid_yet_are_refused_and_far_future_ones_served() {
     far.exp = 1 << 63;
     let far = far.sign_hs256(JWT_SECRET.as_bytes()).unwrap();
     json_of(app.get("/api/v1/agents", Some(&far)).await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn api_keys_from_the_environment_authenticate() {
+    // What `PULSE__INGEST__API_KEYS` gives, loaded the way the binary loads
+    // it (the test's own variables instead of the shared process ones).
+    let env = [(
+        "PULSE__INGEST__API_KEYS",
+        r#"[{"name":"env-web","key":"env-web-key-0123","role":"agent","channels":["agent:web-*"]},
+            {"name":"env-runner","key":"env-runner-key-0123","role":"publisher"}]"#,
+    )];
+    let from_env: pulse_ingest::Settings =
+        pulse_runtime::SettingsLoader::new("ingest", pulse_ingest::settings::DEFAULTS).env_vars(env).load().unwrap();
+    let short: pulse_ingest::Settings = pulse_runtime::SettingsLoader::new("ingest", pulse_ingest::settings::DEFAULTS)
+        .env_vars([("PULSE__INGEST__API_KEYS", "env-fleet:agent:env-fleet-key-0123")])
+        .load()
+        .unwrap();
+    let mut keys = from_env.ingest.api_keys;
+    keys.extend(short.ingest.api_keys);
+    let app =
+        spawn_app_with(pulse_ingest::settings::BusKind::Memory, move |settings| settings.ingest.api_keys = keys).await;
+
+    let accepted = app.post("/api/v1/reports", Some("env-web-key-0123"), &report("web-1", "r-1", disk_ok())).await;
+    assert_eq!(json_of(accepted, StatusCode::ACCEPTED).await["duplicate"], false);
+    let accepted = app.post("/api/v1/reports", Some("env-fleet-key-0123"), &report("db-1", "r-2", disk_ok())).await;
+    assert_eq!(json_of(accepted, StatusCode::ACCEPTED).await["duplicate"], false);
+    // The channel limit of the JSON form holds.
+    let (status, error) =
+        error_of(app.post("/api/v1/reports", Some("env-web-key-0123"), &report("db-1", "r-3", disk_ok())).await).await;
+    assert_eq!((status, error.code.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    // And the role: a publisher key cannot report.
+    let (status, _) =
+        error_of(app.post("/api/v1/reports", Some("env-runner-key-0123"), &report("web-1", "r-4", disk_ok())).await)
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let published = app
+        .post("/api/v1/publish", Some("env-runner-key-0123"), &json!({"channel": "deploys", "type": "deploy"}))
+        .await;
+    json_of(published, StatusCode::ACCEPTED).await;
+    // The keys the tests usually use are not there.
+    let (status, _) =
+        error_of(app.post("/api/v1/reports", Some(AGENT_KEY), &report("web-1", "r-5", disk_ok())).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

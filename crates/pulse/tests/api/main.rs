@@ -4,9 +4,11 @@
 
 mod binary;
 mod demo;
+mod fanout;
 mod helpers;
 mod history_settings;
 mod ops;
 mod otel;
 mod redis;
 mod reports;
+mod settings_reference;

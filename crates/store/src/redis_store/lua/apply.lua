@@ -1,7 +1,9 @@
 -- Applies one planned change of one agent (a report or a heartbeat) if
 -- nothing the plan was made from has changed since it was read, and
--- publishes its events, all in one atomic step. Every check comes before
--- the first write, so a refused plan leaves no trace.
+-- publishes its events, all in one atomic step. A report first claims its
+-- id (one SET NX instead of a check and a write); every other check comes
+-- before the first write, and a refused plan gives the claim back, so a
+-- refused plan leaves no trace.
 --
 -- KEYS[1] agents hash        KEYS[2] agents:seen sorted set
 -- KEYS[3] alerts:open hash   KEYS[4] alerts:recent list
@@ -25,24 +27,27 @@
 -- with the position (`<epoch>:<stream id>`) of each event.
 local agent = ARGV[1]
 local ttl = tonumber(ARGV[5])
-if ttl > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+if ttl > 0 and not redis.call('SET', KEYS[5], agent, 'NX', 'PX', ttl) then
   return {'duplicate'}
 end
-if (redis.call('HGET', KEYS[1], agent) or '') ~= ARGV[2] then
+local function refuse()
+  if ttl > 0 then
+    redis.call('DEL', KEYS[5])
+  end
   return {'conflict'}
+end
+if (redis.call('HGET', KEYS[1], agent) or '') ~= ARGV[2] then
+  return refuse()
 end
 local i = 9
 local compared = tonumber(ARGV[i]); i = i + 1
 for _ = 1, compared do
   if (redis.call('HGET', KEYS[3], ARGV[i]) or '') ~= ARGV[i + 1] then
-    return {'conflict'}
+    return refuse()
   end
   i = i + 2
 end
 
-if ttl > 0 then
-  redis.call('SET', KEYS[5], agent, 'PX', ttl)
-end
 redis.call('HSET', KEYS[1], agent, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], agent)
 local opened = tonumber(ARGV[i]); i = i + 1

@@ -1,0 +1,79 @@
+//! The store's one Redis connection, and the deadline of every call on it.
+
+use std::future::Future;
+
+use pulse_bus::deadline;
+use redis::aio::MultiplexedConnection;
+
+use super::RedisStore;
+use crate::StoreError;
+
+/// The store's multiplexed connections: one per thread that uses the store.
+///
+/// Concurrent commands of a thread are pipelined on its connection, where a
+/// pool of connections would hold one connection per command in flight (and
+/// check each one with a `PING` round trip when it is handed out). Each
+/// connection is opened on the thread that uses it, so its driver task runs
+/// on that thread's runtime (every actix worker has its own): a command and
+/// its answer never wake another thread. With one connection shared by all
+/// workers, those wake-ups (an `eventfd` write and an `epoll` return per
+/// command and per answer) were about a tenth of ingest's CPU. When a
+/// connection fails (Redis restarted, a command timed out) it is dropped and
+/// the thread's next operation opens a fresh one.
+#[derive(Default)]
+pub(super) struct SharedConnection {
+    /// At most one entry per thread (the workers of a process: a handful).
+    current: std::sync::Mutex<Vec<(std::thread::ThreadId, MultiplexedConnection)>>,
+}
+
+impl SharedConnection {
+    fn current(&self) -> std::sync::MutexGuard<'_, Vec<(std::thread::ThreadId, MultiplexedConnection)>> {
+        // Entries are only ever added or removed whole: a panic elsewhere
+        // cannot leave one half-written.
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn get(&self, bus: &pulse_bus::RedisBus) -> Result<MultiplexedConnection, StoreError> {
+        let thread = std::thread::current().id();
+        if let Some((_, connection)) = self.current().iter().find(|(t, _)| *t == thread) {
+            return Ok(connection.clone());
+        }
+        let connection = bus.open_connection().await?;
+        let mut current = self.current();
+        // Another operation of this thread may have opened one meanwhile:
+        // keep that one.
+        if let Some((_, existing)) = current.iter().find(|(t, _)| *t == thread) {
+            return Ok(existing.clone());
+        }
+        current.push((thread, connection.clone()));
+        Ok(connection)
+    }
+
+    /// Drops this thread's connection; its next operation opens a new one.
+    fn forget(&self) {
+        let thread = std::thread::current().id();
+        self.current().retain(|(t, _)| *t != thread);
+    }
+}
+
+impl RedisStore {
+    pub(super) async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        self.connection.get(&self.bus).await
+    }
+
+    /// Awaits one request sent on the shared connection within the bus's
+    /// `redis.request_timeout` ([`deadline::within`], the one deadline of
+    /// every Redis call), so that a Redis that hangs is treated like one
+    /// that is down ([`StoreError::Unavailable`]). A script cut off this way
+    /// has either run completely or not at all: a caller that retries a
+    /// report gets the dedupe answer if it had run. A connection that
+    /// failed is replaced for the next call.
+    pub(super) async fn call<T>(&self, request: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+        deadline::within(self.bus.request_timeout(), request).await.map_err(|err| {
+            if !err.connection_usable() {
+                self.connection.forget();
+            }
+            StoreError::from(err)
+        })
+    }
+}
