@@ -96,9 +96,9 @@ def struct_fields(path: Path, struct: str) -> set[str]:
 # Sections whose struct lives in a shared crate: the defaults may leave some
 # optional keys out (telemetry.otlp_endpoint), so take the struct's fields too.
 SHARED_SECTIONS = {
-    "telemetry": ("crates/runtime/src/settings.rs", "TelemetrySettings"),
-    "redis": ("crates/runtime/src/settings.rs", "RedisSettings"),
-    "http": ("crates/runtime/src/settings.rs", "HttpSettings"),
+    "telemetry": ("crates/runtime/src/settings/blocks.rs", "TelemetrySettings"),
+    "redis": ("crates/bus/src/settings.rs", "RedisSettings"),
+    "http": ("crates/runtime/src/settings/blocks.rs", "HttpSettings"),
     "auth": ("crates/auth/src/lib.rs", "AuthSettings"),
 }
 

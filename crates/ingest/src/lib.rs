@@ -21,6 +21,8 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod observe;
 pub mod routes;
 pub mod settings;

@@ -26,6 +26,8 @@
 //! - [`metrics`](mod@metrics): [`install_metrics`] installs the process-wide
 //!   Prometheus recorder for the `metrics` crate, once; `/metrics` adds the
 //!   `process_*` metrics (CPU, memory, file descriptors, threads).
+//! - [`client_addr`]: [`TrustedProxies`], the client's address behind
+//!   load balancers (`X-Forwarded-For` / `Forwarded` from trusted proxies).
 //! - [`cors`](mod@cors): [`cors()`] answers CORS for `/api` and `/sse` from
 //!   the `allowed_origins` list.
 //! - [`listener`]: [`listen`] binds with an accept queue deep enough for
@@ -52,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client_addr;
 pub mod cors;
 pub mod health;
 pub mod http;
@@ -62,6 +65,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use client_addr::{ForwardedHeader, InvalidProxyEntry, TrustedProxies};
 pub use cors::cors;
 pub use health::{CheckFuture, Health, Readiness, ReadinessCheck, configure_ops};
 pub use http::{NotBearer, bearer};

@@ -119,7 +119,7 @@ pub(crate) fn admit(req: &RequestHead, gw: &Gateway) -> Result<ConnectionPermit,
         return refuse("origin", Rejected::Origin(origin));
     }
     if let Some(peer) = req.peer_addr
-        && !gw.allow_attempt_from(peer.ip())
+        && !gw.allow_attempt_from(gw.settings().http.client_ip(peer.ip(), &req.headers))
     {
         return refuse("rate", Rejected::TooManyAttempts);
     }

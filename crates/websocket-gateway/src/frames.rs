@@ -20,6 +20,7 @@ use bytestring::ByteString;
 use pulse_protocol::browser::close;
 
 pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
 pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
@@ -108,12 +109,35 @@ pub(crate) struct Reader {
     buf: BytesMut,
     partial: Option<Box<Partial>>,
     max_size: usize,
+    /// Keep the payload of a binary message for [`take_binary`](Self::take_binary)
+    /// (the echo endpoint); the session refuses binary and drops it.
+    keep_binary: bool,
+    binary: Option<Bytes>,
 }
 
 impl Reader {
     /// Messages (and frames) larger than `max_size` bytes are refused.
     pub(crate) fn new(max_size: usize) -> Self {
-        Self { codec: Codec::new().max_size(max_size), buf: BytesMut::new(), partial: None, max_size }
+        Self {
+            codec: Codec::new().max_size(max_size),
+            buf: BytesMut::new(),
+            partial: None,
+            max_size,
+            keep_binary: false,
+            binary: None,
+        }
+    }
+
+    /// Keeps the payload of each binary message until [`take_binary`](Self::take_binary).
+    pub(crate) fn keep_binary(mut self, keep: bool) -> Self {
+        self.keep_binary = keep;
+        self
+    }
+
+    /// The payload of the binary message [`next_message`](Self::next_message)
+    /// last returned, when kept.
+    pub(crate) fn take_binary(&mut self) -> Option<Bytes> {
+        self.binary.take()
     }
 
     /// Adds bytes read from the socket.
@@ -139,7 +163,7 @@ impl Reader {
             };
             let message = match frame {
                 Frame::Text(bytes) => text(bytes)?,
-                Frame::Binary(_) => Incoming::Binary,
+                Frame::Binary(bytes) => self.binary_message(bytes),
                 Frame::Ping(bytes) => Incoming::Ping(bytes),
                 Frame::Pong(_) => Incoming::Pong,
                 Frame::Close(reason) => Incoming::Close(reason),
@@ -159,7 +183,7 @@ impl Reader {
                     self.append(&bytes)?;
                     match self.partial.take() {
                         Some(partial) if partial.text => text(partial.data.freeze())?,
-                        Some(_) => Incoming::Binary,
+                        Some(partial) => self.binary_message(partial.data.freeze()),
                         // The codec refuses a last fragment without a first.
                         None => return Err(FrameError::Protocol("continuation without a start".into())),
                     }
@@ -172,9 +196,17 @@ impl Reader {
     /// Refuses the next frame from its header alone when the length it
     /// announces exceeds the limit, or, for a continuation, what is left of
     /// the limit after the fragments so far.
+    ///
+    /// A header the codec refuses from its first two bytes (reserved bits
+    /// set, unmasked, unknown opcode) is left to the codec, so that such a
+    /// frame closes with 1002 however its bytes are split across reads.
     fn check_announced_length(&self) -> Result<(), FrameError> {
         let Some(announced) = announced_length(&self.buf) else { return Ok(()) };
-        let opcode = self.buf[0] & 0x0f;
+        let (first, second) = (self.buf[0], self.buf[1]);
+        let opcode = first & 0x0f;
+        if first & 0x70 != 0 || second & 0x80 == 0 || !matches!(opcode, 0x0..=0x2 | 0x8..=0xA) {
+            return Ok(());
+        }
         let joined = match &self.partial {
             Some(partial) if opcode == 0 => partial.data.len(),
             _ => 0,
@@ -184,6 +216,13 @@ impl Reader {
             return Err(FrameError::TooBig(self.max_size));
         }
         Ok(())
+    }
+
+    fn binary_message(&mut self, bytes: Bytes) -> Incoming {
+        if self.keep_binary {
+            self.binary = Some(bytes);
+        }
+        Incoming::Binary
     }
 
     fn start(&mut self, text: bool, bytes: &[u8]) -> Result<(), FrameError> {
@@ -306,6 +345,44 @@ mod tests {
         reader.extend(&client_frame(false, OP_TEXT, &[b'x'; 10]));
         reader.extend(&client_frame(true, 0x0, &[b'x'; 6]));
         assert_eq!(reader.next_message().unwrap(), Some(Incoming::Text("x".repeat(16).into())));
+    }
+
+    /// Found by the `frames` fuzz target: a frame with reserved bits set
+    /// announcing a huge length closed with 1009 when its header arrived
+    /// whole and with 1002 when it arrived in pieces.
+    #[test]
+    fn a_bad_header_closes_with_1002_however_it_is_split() {
+        let mut bytes = client_frame(true, OP_TEXT, b"hi");
+        let bad_headers: [&[u8]; 3] = [
+            // RSV bits, opcode 0xf, masked, 64-bit length.
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x14, 0x74, 0x42],
+            // Unmasked, 2^40 bytes.
+            &[0x81, 127, 0, 0, 1, 0, 0, 0, 0, 0],
+            // Reserved opcode 0x3, masked, 2^40 bytes.
+            &[0x83, 0x80 | 127, 0, 0, 1, 0, 0, 0, 0, 0],
+        ];
+        for header in bad_headers {
+            bytes.truncate(8);
+            bytes.extend_from_slice(header);
+            for piece in [1, 2, 3, bytes.len()] {
+                let mut reader = Reader::new(72);
+                let mut outcome = Vec::new();
+                'read: for chunk in bytes.chunks(piece) {
+                    reader.extend(chunk);
+                    loop {
+                        match reader.next_message() {
+                            Ok(Some(message)) => outcome.push(Ok(message)),
+                            Ok(None) => break,
+                            Err(err) => {
+                                outcome.push(Err(err.close_code()));
+                                break 'read;
+                            }
+                        }
+                    }
+                }
+                assert_eq!(outcome, [Ok(Incoming::Text("hi".into())), Err(1002)], "{header:x?} in pieces of {piece}");
+            }
+        }
     }
 
     #[test]

@@ -39,7 +39,10 @@ mod bridge;
 mod client;
 mod core;
 pub mod depth;
+mod echo;
 mod frames;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod gateway;
 mod hub;
 mod limits;

@@ -74,6 +74,11 @@ pub struct GatewaySettings {
     pub replay_page: usize,
     /// Latest events sent in a `snapshot` of a channel without a state source.
     pub snapshot_events: usize,
+    /// Serve `/echo`, a WebSocket endpoint that sends every message back
+    /// on the session's frame code, for conformance suites. Off in
+    /// production: it has no admission checks.
+    #[serde(default)]
+    pub echo_endpoint: bool,
 }
 
 /// `[limits]`: what one client may do.

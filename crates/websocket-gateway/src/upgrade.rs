@@ -45,6 +45,10 @@ pub(crate) async fn handle(
     // The HTTP connection's buffers and codec go now, not with the session.
     drop((write_buf, codec));
     let head = req.head();
+    if gw.settings().gateway.echo_endpoint && head.uri.path() == "/echo" {
+        crate::echo::serve(req, tcp, early).await;
+        return Ok(());
+    }
     let admitted = if head.uri.path() != "/ws" {
         Err(Rejected::NotFound("only /ws takes an upgrade".into()))
     } else if let Err(err) = ws::verify_handshake(head) {

@@ -8,6 +8,8 @@ mod read;
 mod reports;
 mod shared;
 
+pub(crate) use reports::validate as validate_report;
+
 use actix_web::middleware::from_fn;
 use actix_web::{Resource, Route, web};
 

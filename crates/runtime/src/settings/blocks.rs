@@ -11,12 +11,25 @@ pub struct HttpSettings {
     pub host: String,
     /// Port to bind; 0 picks a free port (tests).
     pub port: u16,
+    /// Proxies (addresses or CIDR networks) whose `forwarded_header` names
+    /// the client; see [`client_addr`](crate::client_addr). Empty: none.
+    #[serde(default)]
+    pub trusted_proxies: crate::TrustedProxies,
+    /// `x-forwarded-for` (default) or `forwarded` (RFC 7239).
+    #[serde(default)]
+    pub forwarded_header: crate::ForwardedHeader,
 }
 
 impl HttpSettings {
     /// The pair `HttpServer::bind` takes.
     pub fn bind_addr(&self) -> (&str, u16) {
         (&self.host, self.port)
+    }
+
+    /// The client's address for a request from TCP peer `peer` with these
+    /// `headers`: the peer itself unless it is a trusted proxy.
+    pub fn client_ip(&self, peer: std::net::IpAddr, headers: &actix_web::http::header::HeaderMap) -> std::net::IpAddr {
+        self.trusted_proxies.client_ip(peer, headers, self.forwarded_header)
     }
 }
 

@@ -358,7 +358,7 @@ origins = ["http://localhost:3000"]
     #[test]
     fn defaults_alone() {
         let s = load(None, &[]).unwrap();
-        assert_eq!(s.http, HttpSettings { host: "127.0.0.1".into(), port: 8080 });
+        assert_eq!((s.http.host.as_str(), s.http.port), ("127.0.0.1", 8080));
         assert_eq!(s.app.name, "from-defaults");
         assert_eq!(s.app.timeout, Duration::from_secs(5));
         assert_eq!(s.app.origins, vec!["http://localhost:3000"]);

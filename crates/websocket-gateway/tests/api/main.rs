@@ -8,6 +8,7 @@ mod helpers;
 mod limits;
 mod presence;
 mod protocol;
+mod proxies;
 mod resume;
 mod slow;
 mod sse;
