@@ -165,14 +165,7 @@ impl Gateway {
     /// Waits until every client is gone or `deadline` passes; returns
     /// whether they are all gone.
     pub async fn wait_drained(&self, deadline: Duration) -> bool {
-        let give_up = tokio::time::Instant::now() + deadline;
-        while self.inner.connections.open() > 0 {
-            if tokio::time::Instant::now() >= give_up {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        tokio::time::timeout(deadline, self.inner.connections.none_open()).await.is_ok()
     }
 
     /// Stops background tasks (bus bridge, presence). Call after the HTTP

@@ -72,6 +72,8 @@ impl IpLimiter {
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCount {
     open: AtomicUsize,
+    /// Woken when the last connection closes.
+    none_open: tokio::sync::Notify,
 }
 
 impl ConnectionCount {
@@ -93,6 +95,17 @@ impl ConnectionCount {
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
+
+    /// Completes once no connection is open.
+    pub(crate) async fn none_open(&self) {
+        loop {
+            let notified = self.none_open.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// One open connection; see [`ConnectionCount::try_acquire`].
@@ -101,7 +114,9 @@ pub(crate) struct ConnectionPermit(Arc<ConnectionCount>);
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_open.notify_waiters();
+        }
     }
 }
 
@@ -124,6 +139,22 @@ mod tests {
         assert!(limiter.allow(a) && limiter.allow(a));
         assert!(!limiter.allow(a));
         assert!(limiter.allow(b));
+    }
+
+    #[tokio::test]
+    async fn none_open_completes_when_the_last_permit_is_dropped() {
+        let count = Arc::new(ConnectionCount::default());
+        count.none_open().await;
+        let (a, b) = (count.try_acquire(2).unwrap(), count.try_acquire(2).unwrap());
+        let waiter = tokio::spawn({
+            let count = count.clone();
+            async move { count.none_open().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still open");
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await.unwrap().unwrap();
     }
 
     #[test]
