@@ -32,6 +32,9 @@ use crate::snapshot;
 /// Violations older than this are forgiven.
 const VIOLATION_MEMORY: Duration = Duration::from_secs(60);
 
+/// A batch buffer of at most this many entries is released after its write.
+const SMALL_BATCH: usize = 8;
+
 /// Far enough to mean "never" for a timer.
 const NEVER: Duration = Duration::from_secs(86_400 * 365);
 
@@ -233,8 +236,9 @@ fn write_queued<T: Transport>(
         transport.send(batch)?;
     }
     batch.clear();
-    // Small batches do not keep their buffer: an idle client holds none.
-    if batch.capacity() > 8 {
+    // Small batches do not keep their buffer: an idle client holds none (a
+    // busy one keeps its large one).
+    if batch.capacity() <= SMALL_BATCH {
         *batch = VecDeque::new();
     }
     Ok(status)
