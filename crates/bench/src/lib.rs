@@ -13,6 +13,7 @@
 //! - [`reference`]: the minimal broadcaster.
 
 pub mod accounting;
+pub mod bus;
 pub mod client;
 pub mod ingest;
 pub mod procstat;

@@ -30,6 +30,39 @@ enum Command {
     /// clients post reports as fast as ingest answers; reports the rate,
     /// failures and the CPU per report of ingest and Redis.
     Ingest(IngestArgs),
+    /// How many events a second the Redis bus takes (one Redis or a
+    /// cluster): concurrent publishers on many channels; reports the rate
+    /// and each node's CPU per event and share of the appends.
+    Bus(BusArgs),
+}
+
+#[derive(Args)]
+struct BusArgs {
+    /// `redis.url` of the bus: one URL, or a comma-separated list of
+    /// cluster nodes.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// Nodes whose CPU is measured (default: the URLs of `--redis-url`).
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// Concurrent publishers.
+    #[arg(long, default_value_t = 64)]
+    tasks: usize,
+    /// Channels published to, round robin.
+    #[arg(long, default_value_t = 256)]
+    channels: usize,
+    /// Bytes of padding per event.
+    #[arg(long, default_value_t = 100)]
+    pad: usize,
+    /// Buses subscribed to every channel (as many gateways).
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -162,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
         Command::Ingest(args) => ingest(args).await,
+        Command::Bus(args) => bus(args).await,
         Command::ReferenceServer(args) => {
             pulse_bench::run::raise_nofile();
             let (addr, serving) = reference::serve(ReferenceConfig {
@@ -199,6 +233,30 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", pulse_bench::ingest::summary(&report));
+    }
+    Ok(())
+}
+
+async fn bus(args: BusArgs) -> anyhow::Result<()> {
+    let nodes = if args.nodes.is_empty() {
+        args.redis_url.split(',').map(|url| url.trim().to_owned()).collect()
+    } else {
+        args.nodes
+    };
+    let report = pulse_bench::bus::run(pulse_bench::bus::BusConfig {
+        redis_url: args.redis_url,
+        nodes,
+        tasks: args.tasks,
+        channels: args.channels,
+        pad: args.pad,
+        subscribers: args.subscribers,
+        duration: Duration::from_secs_f64(args.duration),
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", pulse_bench::bus::summary(&report));
     }
     Ok(())
 }
