@@ -71,7 +71,9 @@ pub struct History {
     /// The reader cannot continue from the requested position without
     /// missing events, and should refetch state: events after it were
     /// trimmed, the history was replaced since (another epoch, or one not
-    /// known), or the position was never issued (ahead of the head).
+    /// known), the position was never issued (ahead of the head), or (on
+    /// Redis) the history no longer holds it although it should: a failover
+    /// lost the newest events.
     pub truncated: bool,
     /// The channel's head when read: the position of its newest event, or
     /// the start of its (current) history if it has none.
