@@ -3,11 +3,13 @@
 //! One [`Bus`] interface, used by every service, with two implementations:
 //!
 //! - [`RedisBus`]: publishing appends to the channel's capped stream
-//!   (`{prefix}hist:{channel}`) and publishes live (`{prefix}ch:{channel}`)
-//!   in one Lua script, so the live copy and the history copy carry the same
-//!   id. One pub/sub connection per process serves every [`Subscription`];
-//!   when it drops, it reconnects with backoff and subscriptions fill what
-//!   they missed from history.
+//!   (`{prefix}{ch:<channel>}:hist`) and publishes live on the sharded
+//!   pub/sub channel `{prefix}{ch:<channel>}` in one Lua script, so the live
+//!   copy and the history copy carry the same id. One pub/sub connection
+//!   per process serves every [`Subscription`]; when it drops, it
+//!   reconnects with backoff and subscriptions fill what they missed from
+//!   history. The same code runs on one Redis server and on a Redis Cluster
+//!   (every key of a channel shares its hash slot; see [`RedisConnection`]).
 //! - [`MemoryBus`]: the same semantics inside one process (a ring buffer of
 //!   history per channel), for standalone mode.
 //!
