@@ -96,133 +96,142 @@ pub(crate) trait Transport {
 }
 
 /// Runs `client` over `transport` until the connection ends.
-pub(crate) async fn run<T: Transport>(mut client: Client, mut transport: T) {
-    // An Arc, not a copy of the settings: this lives as long as the connection.
-    let gw = client.gw.clone();
-    let (gateway, limits) = (&gw.settings().gateway, &gw.settings().limits);
+///
+/// Every idle connection keeps this future for its whole life, so its size
+/// is memory per connection (see the test `an_idle_connection_is_small`):
+/// the arguments are captured by the `async move` block and used in place
+/// (an `async fn` would keep a second copy of them), the queue and the
+/// socket are polled in place rather than through stored futures, and the
+/// drain reaches each connection through its queue's wake-up
+/// ([`Gateway::drain`](crate::Gateway::drain)) instead of a waiter of its own.
+pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Future<Output = ()> {
+    async move {
+        // An Arc, not a copy of the settings: this lives as long as the connection.
+        let gw = client.gw.clone();
+        let (gateway, limits) = (&gw.settings().gateway, &gw.settings().limits);
 
-    let mut batch = VecDeque::new();
-    let start = Instant::now();
-    let auth_deadline = start + limits.auth_timeout;
-    let mut timers = Timers {
-        next_ping: start + gateway.heartbeat_interval,
-        deadline: identity_deadline(&client.identity, auth_deadline),
-        drain_close: None,
-    };
-    let mut last_heard = start;
-    // One timer for all of them: the next due.
-    let timer = tokio::time::sleep_until(timers.next());
-    tokio::pin!(timer);
-    let drain = gw.drain_signal();
-    let drain_started = drain.cancelled();
-    tokio::pin!(drain_started);
-    let mut input = Input {
-        bucket: TokenBucket::full(limits.messages_per_sec.saturating_mul(2)),
-        violations: 0,
-        last_violation: start,
-    };
+        let mut batch = VecDeque::new();
+        let start = Instant::now();
+        let auth_deadline = start + limits.auth_timeout;
+        let mut timers = Timers {
+            next_ping: start + gateway.heartbeat_interval,
+            deadline: identity_deadline(&client.identity, auth_deadline),
+            drain_close: None,
+        };
+        let mut last_heard = start;
+        // One timer for all of them: the next due.
+        let timer = tokio::time::sleep_until(timers.next());
+        tokio::pin!(timer);
+        let mut input = Input {
+            bucket: TokenBucket::full(limits.messages_per_sec.saturating_mul(2)),
+            violations: 0,
+            last_violation: start,
+        };
 
-    let ending: Option<CloseReason> = loop {
-        tokio::select! {
-            biased;
-            () = client.queue.ready() => {
-                // With bytes still unsent, new frames wait; a status change
-                // does not.
-                let status = if transport.unsent() == 0 {
-                    write_queued(&client, &mut transport, &mut batch)
-                } else {
-                    Ok(client.queue.status())
-                };
-                match status {
-                    Ok(QueueStatus::Open) => {}
-                    Ok(QueueStatus::Overflowed) => {
-                        gw.count_slow_close();
-                        break Some(reason(close::SLOW_CONSUMER, "slow consumer: reconnect and resume"));
+        let ending: Option<CloseReason> = loop {
+            tokio::select! {
+                biased;
+                () = client.queue.ready() => {
+                    // A drain wakes every queue (and the first wake-up, for the
+                    // welcome, sees one that started before).
+                    if timers.drain_close.is_none() && gw.closing_for_drain() {
+                        // Spread the closes so clients do not all reconnect at once.
+                        let spread = gateway.drain_window.mul_f64(rand::random::<f64>());
+                        timers.drain_close = Some(Instant::now() + spread);
+                        timer.as_mut().reset(timers.next());
                     }
-                    Ok(QueueStatus::Closed) | Err(_) => break None,
-                }
-            }
-            heard = transport.next() => {
-                last_heard = Instant::now();
-                match heard {
-                    // Boxed: handling a message (subscribe, refresh) needs a
-                    // large future, which the loop would otherwise carry all
-                    // its life.
-                    Heard::Text(text) => match Box::pin(handle_text(&mut client, &mut input, &text)).await {
-                        Handled::Continue => {}
-                        Handled::IdentityChanged => {
-                            timers.deadline = identity_deadline(&client.identity, auth_deadline);
-                            timer.as_mut().reset(timers.next());
+                    // With bytes still unsent, new frames wait; a status change
+                    // does not.
+                    let status = if transport.unsent() == 0 {
+                        write_queued(&client, &mut transport, &mut batch)
+                    } else {
+                        Ok(client.queue.status())
+                    };
+                    match status {
+                        Ok(QueueStatus::Open) => {}
+                        Ok(QueueStatus::Overflowed) => {
+                            gw.count_slow_close();
+                            break Some(reason(close::SLOW_CONSUMER, "slow consumer: reconnect and resume"));
                         }
-                        Handled::Close(reason) => break Some(reason),
-                    },
-                    Heard::Binary => {
-                        if let Some(reason) = input.violation(limits.max_violations) {
+                        Ok(QueueStatus::Closed) | Err(_) => break None,
+                    }
+                }
+                heard = transport.next() => {
+                    last_heard = Instant::now();
+                    match heard {
+                        // Boxed: handling a message (subscribe, refresh) needs a
+                        // large future, which the loop would otherwise carry all
+                        // its life.
+                        Heard::Text(text) => match Box::pin(handle_text(&mut client, &mut input, &text)).await {
+                            Handled::Continue => {}
+                            Handled::IdentityChanged => {
+                                timers.deadline = identity_deadline(&client.identity, auth_deadline);
+                                timer.as_mut().reset(timers.next());
+                            }
+                            Handled::Close(reason) => break Some(reason),
+                        },
+                        Heard::Binary => {
+                            if let Some(reason) = input.violation(limits.max_violations) {
+                                break Some(reason);
+                            }
+                            client.send(&ControlMessage::error(
+                                ErrorCode::BadRequest,
+                                "binary frames are not supported; send JSON text frames",
+                            ));
+                        }
+                        Heard::Alive => {}
+                        // All sent: what was queued meanwhile goes next.
+                        Heard::Flushed => client.queue.wake(),
+                        Heard::Closing(reason) => {
+                            client.ended_by(ClosedBy::Client, "close");
                             break Some(reason);
                         }
-                        client.send(&ControlMessage::error(
-                            ErrorCode::BadRequest,
-                            "binary frames are not supported; send JSON text frames",
-                        ));
+                        Heard::Broken(reason) => break Some(reason),
+                        Heard::Gone => break None,
                     }
-                    Heard::Alive => {}
-                    // All sent: what was queued meanwhile goes next.
-                    Heard::Flushed => client.queue.wake(),
-                    Heard::Closing(reason) => {
-                        client.ended_by(ClosedBy::Client, "close");
-                        break Some(reason);
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= timers.deadline {
+                        break Some(match client.identity {
+                            Identity::Unauthenticated => reason(close::UNAUTHORIZED, "authentication required: send auth first"),
+                            _ => reason(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"),
+                        });
                     }
-                    Heard::Broken(reason) => break Some(reason),
-                    Heard::Gone => break None,
+                    if timers.drain_close.is_some_and(|at| now >= at) {
+                        break Some(reason(close::SERVICE_RESTART, "server restarting: reconnect and resume"));
+                    }
+                    if now >= timers.next_ping {
+                        if T::SPEAKS && last_heard.elapsed() >= gateway.client_timeout {
+                            break Some(reason(
+                                close::HEARTBEAT_TIMEOUT,
+                                format!("nothing heard for {} ms", gateway.client_timeout.as_millis()),
+                            ));
+                        }
+                        if transport.heartbeat().is_err() {
+                            break None;
+                        }
+                        timers.next_ping = now + gateway.heartbeat_interval;
+                    }
+                    timer.as_mut().reset(timers.next());
                 }
             }
-            () = &mut timer => {
-                let now = Instant::now();
-                if now >= timers.deadline {
-                    break Some(match client.identity {
-                        Identity::Unauthenticated => reason(close::UNAUTHORIZED, "authentication required: send auth first"),
-                        _ => reason(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token"),
-                    });
-                }
-                if timers.drain_close.is_some_and(|at| now >= at) {
-                    break Some(reason(close::SERVICE_RESTART, "server restarting: reconnect and resume"));
-                }
-                if now >= timers.next_ping {
-                    if T::SPEAKS && last_heard.elapsed() >= gateway.client_timeout {
-                        break Some(reason(
-                            close::HEARTBEAT_TIMEOUT,
-                            format!("nothing heard for {} ms", gateway.client_timeout.as_millis()),
-                        ));
-                    }
-                    if transport.heartbeat().is_err() {
-                        break None;
-                    }
-                    timers.next_ping = now + gateway.heartbeat_interval;
-                }
-                timer.as_mut().reset(timers.next());
-            }
-            () = &mut drain_started, if timers.drain_close.is_none() => {
-                // Spread the closes so clients do not all reconnect at once.
-                let spread = gateway.drain_window.mul_f64(rand::random::<f64>());
-                timers.drain_close = Some(Instant::now() + spread);
-                timer.as_mut().reset(timers.next());
-            }
-        }
-    };
+        };
 
-    if let Some(reason) = &ending {
-        let code = u16::from(reason.code);
-        metrics::closed_with(code);
-        // A client's close was recorded as such; any other is ours.
-        client.ended_by(ClosedBy::Server, metrics::close_reason(code));
-        // What was queued goes before the end: the errors that led to a
-        // policy close, say. (A slow client's queue is empty by now.)
-        let _ = write_queued(&client, &mut transport, &mut batch);
+        if let Some(reason) = &ending {
+            let code = u16::from(reason.code);
+            metrics::closed_with(code);
+            // A client's close was recorded as such; any other is ours.
+            client.ended_by(ClosedBy::Server, metrics::close_reason(code));
+            // What was queued goes before the end: the errors that led to a
+            // policy close, say. (A slow client's queue is empty by now.)
+            let _ = write_queued(&client, &mut transport, &mut batch);
+        }
+        // Unsubscribe and free the queue before waiting on the client.
+        drop(client);
+        drop(batch);
+        Box::pin(transport.finish(ending, gateway.client_timeout)).await;
     }
-    // Unsubscribe and free the queue before waiting on the client.
-    drop(client);
-    drop(batch);
-    Box::pin(transport.finish(ending, gateway.client_timeout)).await;
 }
 
 /// Takes everything queued and hands it to the transport in one go.

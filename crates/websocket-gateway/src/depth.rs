@@ -60,6 +60,14 @@ impl QueueDepths {
         Registered { depths: self.clone(), key }
     }
 
+    /// Wakes every queue's transport (to see a drain).
+    pub(crate) fn wake_all(&self) {
+        let queues: Vec<Weak<ClientQueue>> = self.queues.lock().iter().map(|(_, q)| q.clone()).collect();
+        for queue in queues.iter().filter_map(Weak::upgrade) {
+            queue.wake();
+        }
+    }
+
     /// Reads every queue's length and records them.
     pub(crate) fn sample(&self) {
         // Copy the handles out first: the registry's lock is not held while

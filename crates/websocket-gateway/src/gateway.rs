@@ -2,7 +2,7 @@
 //! holds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pulse_auth::{KeyError, Verifier};
@@ -47,6 +47,9 @@ struct Inner {
     instance: String,
     next_connection: AtomicU64,
     slow_closes: AtomicU64,
+    /// Set once the drain has reached the connections (before their
+    /// queues are woken): one load on each wake-up, not the token's lock.
+    closing_for_drain: AtomicBool,
 }
 
 /// Why the gateway cannot start.
@@ -135,14 +138,19 @@ impl Gateway {
             instance,
             next_connection: AtomicU64::new(1),
             slow_closes: AtomicU64::new(0),
+            closing_for_drain: AtomicBool::new(false),
         });
         tokio::spawn(crate::bridge::run(hub, subscription, halt.clone()));
         tokio::spawn(inner.depths.clone().run(halt.clone()));
         tokio::spawn(presence.run(bus, halt));
-        let health = inner.health.clone();
+        let drained = inner.clone();
         tokio::spawn(async move {
             drain.cancelled().await;
-            health.set_draining();
+            drained.health.set_draining();
+            drained.closing_for_drain.store(true, Ordering::SeqCst);
+            // Each connection sees the drain at its next wake-up (see
+            // `core::run`); one registered later sees it at its first.
+            drained.depths.wake_all();
         });
         Ok(Self { inner })
     }
@@ -160,6 +168,12 @@ impl Gateway {
     /// Whether draining has started.
     pub fn is_draining(&self) -> bool {
         self.inner.drain.is_triggered()
+    }
+
+    /// Whether open connections are to close for the drain: set after
+    /// [`Self::is_draining`], just before every queue is woken.
+    pub(crate) fn closing_for_drain(&self) -> bool {
+        self.inner.closing_for_drain.load(Ordering::SeqCst)
     }
 
     /// Waits until every client is gone or `deadline` passes; returns
@@ -218,11 +232,6 @@ impl Gateway {
 
     pub(crate) fn depths(&self) -> &Arc<QueueDepths> {
         &self.inner.depths
-    }
-
-    /// The drain signal: triggered when the instance starts draining.
-    pub(crate) fn drain_signal(&self) -> Shutdown {
-        self.inner.drain.clone()
     }
 
     /// Whether `ip` may open one more connection now (attempts per second).

@@ -15,8 +15,8 @@
 //! - `core`: the client core, one loop per connection applying every
 //!   policy (protocol messages, auth and token expiry, limits, heartbeat,
 //!   slow clients, drain) over a `Transport`;
-//! - the transports: `session` (WebSocket, on the socket itself; `frames`:
-//!   the frame codec) and [`sse`] (Server-Sent Events and its
+//! - the transports: `session` (WebSocket, on the socket itself, on the
+//!   threads of `sessions`; `frames`: the frame codec) and [`sse`] (Server-Sent Events and its
 //!   `Last-Event-ID` format);
 //! - `admission`: the checks every new connection passes ([`Rejected`]);
 //!   `upgrade`: takes a WebSocket upgrade request and its socket from
@@ -52,6 +52,7 @@ mod queue;
 mod routes;
 mod server;
 mod session;
+mod sessions;
 pub mod settings;
 pub mod snapshot;
 pub mod sse;

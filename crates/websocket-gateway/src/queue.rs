@@ -24,8 +24,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use pulse_protocol::Position;
 use tokio::sync::Notify;
@@ -128,8 +131,13 @@ pub(crate) struct ClientQueue {
     // A parking_lot mutex, not a tokio one: it is never held across an
     // `.await`, and the hub's fan-out takes it once per delivery.
     state: Mutex<State>,
-    /// Wakes the transport: frames queued, or the status changed.
-    ready: Notify,
+    /// Wakes the transport: frames queued, or the status changed. With
+    /// `woken`, a one-waiter `Notify` that the transport polls in place: it
+    /// holds no waiter node (a `Notified` future is 80 bytes, kept by every
+    /// idle connection).
+    ready: AtomicWaker,
+    /// Set by a wake, cleared when the transport sees it (a kept permit).
+    woken: AtomicBool,
     /// Wakes a replay waiting for room.
     room: Notify,
     capacity: usize,
@@ -149,7 +157,8 @@ impl ClientQueue {
         };
         Self {
             state: Mutex::new(state),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             room: Notify::new(),
             capacity: capacity.max(1),
             max_bytes: max_bytes.max(1),
@@ -224,7 +233,7 @@ impl ClientQueue {
         state.queue.push_back(entry);
         // The transport takes everything at once: one wake-up per batch.
         if was_empty {
-            self.ready.notify_one();
+            self.wake();
         }
         true
     }
@@ -237,7 +246,7 @@ impl ClientQueue {
         state.queued = 0;
         state.held = Vec::new();
         state.bytes = 0;
-        self.ready.notify_one();
+        self.wake();
         false
     }
 
@@ -253,7 +262,7 @@ impl ClientQueue {
         state.queued += 1;
         state.queue.push_back(Outbound::one(tag, offset, text));
         if was_empty {
-            self.ready.notify_one();
+            self.wake();
         }
         true
     }
@@ -362,20 +371,32 @@ impl ClientQueue {
             state.held = Vec::new();
             state.bytes = 0;
         }
-        self.ready.notify_one();
+        self.wake();
         self.room.notify_waiters();
     }
 
     /// Makes the next [`Self::ready`] complete (the transport left frames
     /// for later).
     pub(crate) fn wake(&self) {
-        self.ready.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.ready.wake();
     }
 
-    /// Completes when frames were queued or the status changed since the
-    /// last call. Cancel-safe (a `Notify` permit is kept).
-    pub(crate) async fn ready(&self) {
-        self.ready.notified().await;
+    /// Ready when frames were queued or the status changed since it was
+    /// last ready. One task polls it (the transport's). Cancel-safe: a wake
+    /// is kept until seen.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.ready.register(cx.waker());
+        // A wake between the check and the registration found no waker.
+        if self.woken.swap(false, Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// [`Self::poll_ready`] as a future.
+    pub(crate) fn ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_ready(cx))
     }
 }
 

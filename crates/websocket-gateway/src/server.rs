@@ -13,6 +13,7 @@ use actix_service::{
 use actix_web::dev::AppConfig;
 
 use crate::gateway::Gateway;
+use crate::sessions::SessionThreads;
 use crate::upgrade;
 
 /// Serves the app `factory` builds (one per worker) on `listener`, with
@@ -22,7 +23,9 @@ use crate::upgrade;
 ///
 /// Like `actix_web::HttpServer`, with the settings a gateway needs: signals
 /// left to the caller (drain first), a deep accept queue, and a closed
-/// connection's socket released at once.
+/// connection's socket released at once. WebSocket sessions run on threads
+/// of their own, one per core, not on the HTTP workers (see
+/// `sessions`): a burst of fan-out never holds up an HTTP request.
 pub fn serve<F, I, S, B>(
     listener: TcpListener,
     gateway: Gateway,
@@ -41,32 +44,36 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
-    let server =
-        Server::build()
-            .max_concurrent_connections(max_connections)
-            .backlog(4096)
-            // Shutdown is ours (drain first), not actix's.
-            .disable_signals()
-            // After the drain window, connections still open are cut quickly.
-            .shutdown_timeout(2)
-            .listen("pulse-http", listener, move || {
-                let gateway = gateway.clone();
-                let app = factory().into_factory().map_err(|err| err.into().error_response());
-                let upgrades = fn_factory(move || {
-                    let gateway = gateway.clone();
-                    async move {
-                        Ok::<_, ()>(fn_service(move |(req, framed)| upgrade::handle(gateway.clone(), req, framed)))
-                    }
-                });
-                HttpService::build()
-                    // Without this actix keeps a closed connection's socket open
-                    // for a second (FINDINGS.md).
-                    .client_disconnect_timeout(Duration::ZERO)
-                    .local_addr(addr)
-                    .upgrade(upgrades)
-                    .finish(map_config(app, |_| AppConfig::default()))
-                    .tcp()
-            })?
-            .run();
+    // As many as actix starts workers (one per core).
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let sessions = SessionThreads::start(threads)?;
+    let server = Server::build()
+        .max_concurrent_connections(max_connections)
+        .backlog(4096)
+        // Shutdown is ours (drain first), not actix's.
+        .disable_signals()
+        // After the drain window, connections still open are cut quickly.
+        .shutdown_timeout(2)
+        .listen("pulse-http", listener, move || {
+            let (gateway, sessions) = (gateway.clone(), sessions.clone());
+            let app = factory().into_factory().map_err(|err| err.into().error_response());
+            let upgrades = fn_factory(move || {
+                let (gateway, sessions) = (gateway.clone(), sessions.clone());
+                async move {
+                    Ok::<_, ()>(fn_service(move |(req, framed)| {
+                        upgrade::handle(gateway.clone(), sessions.clone(), req, framed)
+                    }))
+                }
+            });
+            HttpService::build()
+                // Without this actix keeps a closed connection's socket open
+                // for a second (FINDINGS.md).
+                .client_disconnect_timeout(Duration::ZERO)
+                .local_addr(addr)
+                .upgrade(upgrades)
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
     Ok(server)
 }

@@ -9,11 +9,13 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_http::ws::{CloseCode, CloseReason};
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::client::Client;
@@ -98,15 +100,17 @@ fn try_send(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Runs the session until it ends, then closes it. `early` holds bytes the
-/// client sent right after its upgrade request.
-pub(crate) async fn run(client: Client, tcp: TcpStream, early: bytes::BytesMut) {
+/// The session, to run until it ends (then it closes). `early` holds bytes
+/// the client sent right after its upgrade request.
+///
+/// Not an `async fn`: that would keep its arguments beside the core's
+/// future for the connection's whole life.
+pub(crate) fn run(client: Client, tcp: TcpStream, early: &[u8]) -> impl Future<Output = ()> + use<> {
     let mut reader = Reader::new(client.gw.settings().limits.max_frame_size);
-    reader.extend(&early);
+    reader.extend(early);
     // Bytes that arrived with the upgrade request are read first.
     let readable_now = !early.is_empty();
-    drop(early);
-    core::run(client, WebSocket { tcp, reader, unsent: Unsent::default(), readable_now }).await;
+    core::run(client, WebSocket { tcp, reader, unsent: Unsent::default(), readable_now })
 }
 
 /// The WebSocket transport: the socket, what it has read and not yet
@@ -147,38 +151,10 @@ impl Transport for WebSocket {
         self.unsent.control(&self.tcp, frames::OP_PING, b"")
     }
 
-    async fn next(&mut self) -> Heard {
-        loop {
-            if self.readable_now {
-                match self.reader.next_message() {
-                    Ok(Some(message)) => return self.heard(message),
-                    Ok(None) => {
-                        self.readable_now = false;
-                        return Heard::Alive;
-                    }
-                    Err(err) => {
-                        if let FrameError::Protocol(detail) = &err {
-                            tracing::debug!(error = %detail, "websocket protocol error");
-                        }
-                        return Heard::Broken(reason(err.close_code(), err.to_string()));
-                    }
-                }
-            }
-            let Ok(ready) = self.tcp.ready(interest(&self.unsent)).await else { return Heard::Gone };
-            if ready.is_writable() && !self.unsent.is_empty() {
-                match self.unsent.flush(&self.tcp) {
-                    Ok(true) => return Heard::Flushed,
-                    Ok(false) => {}
-                    Err(_) => return Heard::Gone,
-                }
-            }
-            if ready.is_readable() {
-                match read_some(&self.tcp, &mut self.reader) {
-                    Ok(read) => self.readable_now = read,
-                    Err(_) => return Heard::Gone,
-                }
-            }
-        }
+    fn next(&mut self) -> impl Future<Output = Heard> {
+        // Polled in place: an awaited `ready()` would be a future (and a
+        // waiter node) kept by every idle connection.
+        std::future::poll_fn(|cx| self.poll_next(cx))
     }
 
     async fn finish(self, ending: Option<CloseReason>, wait: Duration) {
@@ -188,6 +164,51 @@ impl Transport for WebSocket {
 }
 
 impl WebSocket {
+    /// What the client or the socket does next: whole messages first, then
+    /// room to write (while bytes are unsent), then input.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Heard> {
+        loop {
+            if self.readable_now {
+                return Poll::Ready(match self.reader.next_message() {
+                    Ok(Some(message)) => self.heard(message),
+                    Ok(None) => {
+                        self.readable_now = false;
+                        Heard::Alive
+                    }
+                    Err(err) => {
+                        if let FrameError::Protocol(detail) = &err {
+                            tracing::debug!(error = %detail, "websocket protocol error");
+                        }
+                        Heard::Broken(reason(err.close_code(), err.to_string()))
+                    }
+                });
+            }
+            // A write or read that finds the socket not ready after all
+            // clears its readiness: poll again to wait for the next.
+            let mut again = false;
+            if !self.unsent.is_empty() {
+                match self.tcp.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.unsent.flush(&self.tcp) {
+                        Ok(true) => return Poll::Ready(Heard::Flushed),
+                        Ok(false) => again = true,
+                        Err(_) => return Poll::Ready(Heard::Gone),
+                    },
+                    Poll::Ready(Err(_)) => return Poll::Ready(Heard::Gone),
+                    Poll::Pending => {}
+                }
+            }
+            match self.tcp.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => match read_some(&self.tcp, &mut self.reader) {
+                    Ok(read) => self.readable_now = read,
+                    Err(_) => return Poll::Ready(Heard::Gone),
+                },
+                Poll::Ready(Err(_)) => return Poll::Ready(Heard::Gone),
+                Poll::Pending if again => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
     fn heard(&mut self, message: Incoming) -> Heard {
         match message {
             Incoming::Text(text) => Heard::Text(text),
@@ -245,12 +266,6 @@ pub(crate) async fn close_socket(
     .await;
 }
 
-/// What the transport waits for on the socket: input, and room to write
-/// while bytes are unsent.
-fn interest(unsent: &Unsent) -> Interest {
-    if unsent.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE }
-}
-
 /// Reads what the socket has into `reader`. Returns whether anything was
 /// read; end of stream is an error.
 fn read_some(tcp: &TcpStream, reader: &mut Reader) -> io::Result<bool> {
@@ -263,5 +278,29 @@ fn read_some(tcp: &TcpStream, reader: &mut Reader) -> io::Result<bool> {
         }
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        fn size_of_fut<F: Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        fn session_size<F: Future>(_: impl Fn(Client, TcpStream, &'static [u8]) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        eprintln!("session::run future: {}", session_size(run));
+        eprintln!("WebSocket: {}", std::mem::size_of::<WebSocket>());
+        eprintln!("Reader: {}", std::mem::size_of::<Reader>());
+        eprintln!("Client: {}", std::mem::size_of::<Client>());
+        eprintln!("TcpStream: {}", std::mem::size_of::<TcpStream>());
+        eprintln!("Sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
+        eprintln!("ClientQueue: {}", std::mem::size_of::<crate::queue::ClientQueue>());
+        let q = crate::queue::ClientQueue::new(10, 10);
+        eprintln!("queue.ready: {}", size_of_fut(&q.ready()));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! actix-http hands every HTTP/1.1 upgrade request, with its socket, to this
 //! handler. The gateway then owns the socket and runs the session on it
-//! directly (see [`session`](crate::session)): the HTTP connection's 8 KiB
+//! directly (see [`session`](crate::session)), on a session thread (see
+//! [`sessions`](crate::sessions)): the HTTP connection's 8 KiB
 //! read and write buffers are released, so a connection costs its queue and
 //! its session state and no more.
 //!
@@ -29,6 +30,7 @@ use crate::core::reason;
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::session::{self, Unsent};
+use crate::sessions::SessionThreads;
 
 /// How long writing an answer to the upgrade request may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +38,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves one upgrade request; the connection ends with it.
 pub(crate) async fn handle(
     gw: Gateway,
+    sessions: SessionThreads,
     req: Request,
     framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), actix_web::Error> {
@@ -81,10 +84,13 @@ pub(crate) async fn handle(
     match identity {
         Ok(identity) => {
             let client = Client::new(gw.clone(), "ws", permit, identity);
-            // In a task of its own, so that actix-http's per-connection task
-            // (some 8 KiB, sized for any HTTP exchange) ends now. `early`:
-            // what the client sent after its request, its first frames.
-            actix_web::rt::spawn(session::run(client, tcp, early));
+            // On a session thread, so that actix-http's per-connection task
+            // (some 8 KiB, sized for any HTTP exchange) ends now, and the
+            // fan-out never runs on the HTTP workers. `early`: what the
+            // client sent after its request, its first frames.
+            if let Err(err) = sessions.run(client, tcp, early) {
+                tracing::warn!(error = %err, "cannot hand a WebSocket connection over");
+            }
         }
         Err(err) => {
             metrics::rejected("auth");
