@@ -122,8 +122,8 @@ pub async fn run(config: BusConfig) -> anyhow::Result<BusReport> {
             pool_size: config.tasks.clamp(1, 64),
             ..RedisSettings::default()
         })
-            .await
-            .context("connecting the bus")?,
+        .await
+        .context("connecting the bus")?,
     );
     let mut probes = Vec::new();
     for url in &config.nodes {
@@ -241,7 +241,8 @@ mod tests {
 
     #[test]
     fn reads_xadd_calls_and_info_fields() {
-        let stats = "# Commandstats\r\ncmdstat_get:calls=3,usec=1\r\ncmdstat_xadd:calls=1234,usec=99,usec_per_call=0.08\r\n";
+        let stats =
+            "# Commandstats\r\ncmdstat_get:calls=3,usec=1\r\ncmdstat_xadd:calls=1234,usec=99,usec_per_call=0.08\r\n";
         assert_eq!(xadd_calls(stats), 1234);
         assert_eq!(xadd_calls("# Commandstats\r\n"), 0);
         assert_eq!(info_field("redis_version:7.0.15\r\nprocess_id:4242\r\n", "process_id"), Some(4242));

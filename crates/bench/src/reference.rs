@@ -1,5 +1,5 @@
 //! The reference broadcaster: the floor of WebSocket fan-out on this
-//! machine, with none of Pulse's features. It subscribes one Redis pub/sub
+//! machine, with none of Pulse's features. It subscribes one Redis sharded pub/sub
 //! channel and sends each message to every client that subscribed:
 //!
 //! - each message is encoded into a WebSocket frame once (`Bytes`, shared
@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{FutureExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -36,8 +35,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 pub struct ReferenceConfig {
     pub listen: SocketAddr,
     pub redis_url: String,
-    /// The Redis pub/sub channel to broadcast (`pulse:ch:bench` carries
-    /// what `RedisBus` publishes on channel `bench`).
+    /// The Redis sharded pub/sub channel to broadcast (`pulse:{ch:bench}`
+    /// carries what `RedisBus` publishes on channel `bench`).
     pub redis_channel: String,
     /// Frames queued per client before it is dropped as too slow.
     pub queue: usize,
@@ -148,30 +147,48 @@ async fn broadcast(
     cap: usize,
     subscribed: oneshot::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    // Sharded pub/sub, as the bus publishes (`SPUBLISH`): one RESP3
+    // connection whose pushes carry the messages.
+    let (pushes, mut messages) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
     let pubsub = async {
-        let mut pubsub = redis::Client::open(config.redis_url.as_str())?.get_async_pubsub().await?;
-        pubsub.subscribe(&config.redis_channel).await?;
-        anyhow::Ok(pubsub)
+        let info = redis::Client::open(config.redis_url.as_str())?.get_connection_info().clone();
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new().set_push_sender(pushes))
+            .await?;
+        redis::cmd("SSUBSCRIBE").arg(&config.redis_channel).exec_async(&mut conn).await?;
+        anyhow::Ok(conn)
     };
-    let mut messages = match pubsub.await {
-        Ok(pubsub) => {
+    let _conn = match pubsub.await {
+        Ok(conn) => {
             let _ = subscribed.send(Ok(()));
-            pubsub.into_on_message()
+            conn
         }
         Err(err) => {
             let _ = subscribed.send(Err(anyhow::anyhow!("cannot subscribe: {err:#}")));
             return Err(err);
         }
     };
+    // The payload of a sharded message push: `[channel, payload]`.
+    let payload = |push: redis::PushInfo| match (push.kind, push.data.into_iter().nth(1)) {
+        (redis::PushKind::SMessage, Some(redis::Value::BulkString(bytes))) => Some(bytes),
+        _ => None,
+    };
     let mut batch = Vec::with_capacity(BATCH);
     let mut slow = Vec::new();
-    while let Some(msg) = messages.next().await {
-        batch.push(text_frame(msg.get_payload_bytes()));
+    while let Some(push) = messages.recv().await {
+        let Some(first) = payload(push) else { continue };
+        batch.push(text_frame(&first));
         // Whatever else has arrived goes out with it.
         while batch.len() < BATCH {
-            match messages.next().now_or_never() {
-                Some(Some(msg)) => batch.push(text_frame(msg.get_payload_bytes())),
-                _ => break,
+            match messages.try_recv() {
+                Ok(push) => {
+                    if let Some(bytes) = payload(push) {
+                        batch.push(text_frame(&bytes));
+                    }
+                }
+                Err(_) => break,
             }
         }
         for (id, client) in registry.read().iter() {
