@@ -58,6 +58,9 @@ pub struct BusReport {
     /// `published × subscribers`; short when the run ends with events in
     /// flight, or a link fell behind).
     pub received: u64,
+    /// Gaps the subscribing buses reported (events they could not fill
+    /// from history after their link to Redis was replaced).
+    pub gaps: u64,
     /// Seconds of publishing.
     pub secs: f64,
     /// `published / secs`.
@@ -137,6 +140,7 @@ pub async fn run(config: BusConfig) -> anyhow::Result<BusReport> {
     let event_type = EventType::parse("bench").context("event type")?;
     let data = serde_json::json!({ "pad": "x".repeat(config.pad) });
     let received = Arc::new(AtomicU64::new(0));
+    let gaps = Arc::new(AtomicU64::new(0));
     let mut listeners = Vec::new();
     for _ in 0..config.subscribers {
         let listener = RedisBus::connect(RedisSettings { url: config.redis_url.clone(), ..RedisSettings::default() })
@@ -146,13 +150,15 @@ pub async fn run(config: BusConfig) -> anyhow::Result<BusReport> {
         for channel in channels.iter() {
             subscription.subscribe(channel).await.with_context(|| format!("subscribing to {channel}"))?;
         }
-        let received = received.clone();
+        let (received, gaps) = (received.clone(), gaps.clone());
         listeners.push(tokio::spawn(async move {
             let _listener = listener;
             while let Some(message) = subscription.next().await {
-                if matches!(message, pulse_bus::BusMessage::Event(_)) {
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
+                let counter = match message {
+                    pulse_bus::BusMessage::Event(_) => &received,
+                    pulse_bus::BusMessage::Gap { .. } => &gaps,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
@@ -209,6 +215,7 @@ pub async fn run(config: BusConfig) -> anyhow::Result<BusReport> {
         published,
         failures: failures.load(Ordering::Relaxed),
         received: received.load(Ordering::Relaxed),
+        gaps: gaps.load(Ordering::Relaxed),
         secs,
         events_per_sec: published as f64 / secs,
         nodes,
@@ -224,11 +231,12 @@ pub fn summary(report: &BusReport) -> String {
         .map(|n| format!("{} {:.1} µs/event, {:.0} % of appends", n.node, n.cpu_us_per_event, n.share * 100.0))
         .collect();
     format!(
-        "{:.0} events/s ({} published, {} failed, {} received by subscribers, {:.1} s); load generator {:.1} µs/event; nodes: {}",
+        "{:.0} events/s ({} published, {} failed, {} received by subscribers, {} gaps, {:.1} s); load generator {:.1} µs/event; nodes: {}",
         report.events_per_sec,
         report.published,
         report.failures,
         report.received,
+        report.gaps,
         report.secs,
         report.loadgen_cpu_us_per_event,
         nodes.join("; ")
