@@ -127,7 +127,7 @@ impl std::fmt::Debug for RedisConnection {
 #[derive(Clone)]
 pub(crate) enum Deployment {
     Node(redis::Client),
-    Cluster { client: ClusterClient, seeds: Vec<redis::ConnectionInfo> },
+    Cluster { seeds: Vec<redis::ConnectionInfo> },
 }
 
 impl Deployment {
@@ -165,13 +165,8 @@ impl Deployment {
             return Ok(Self::Node(client));
         }
         let seeds: Vec<redis::ConnectionInfo> = clients.iter().map(|c| c.get_connection_info().clone()).collect();
-        let client = ClusterClient::builder(seeds.clone())
-            // Subscriptions need RESP3 (replies and messages as pushes).
-            .use_protocol(redis::ProtocolVersion::RESP3)
-            .connection_timeout(timeout)
-            .build()
-            .map_err(|e| invalid(&e))?;
-        Ok(Self::Cluster { client, seeds })
+        cluster_client(&seeds, timeout, None).map_err(|e| invalid(&e))?;
+        Ok(Self::Cluster { seeds })
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -184,9 +179,7 @@ impl Deployment {
             Self::Node(client) => crate::deadline::within(timeout, client.get_multiplexed_async_connection())
                 .await
                 .map(RedisConnection::Node),
-            Self::Cluster { client, .. } => {
-                crate::deadline::within(timeout, client.get_async_connection()).await.map(RedisConnection::Cluster)
-            }
+            Self::Cluster { seeds } => return connect_cluster(seeds, timeout).await.map(RedisConnection::Cluster),
         };
         connected.map_err(|err| BusError::from(err).read())
     }
@@ -208,17 +201,37 @@ impl Deployment {
                     .await
                     .map(RedisConnection::Node)
             }
-            Self::Cluster { seeds, .. } => {
-                let client = ClusterClient::builder(seeds.clone())
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .connection_timeout(timeout)
-                    .push_sender(pushes)
-                    .build()?;
+            Self::Cluster { seeds } => {
+                let client = cluster_client(seeds, timeout, Some(pushes))?;
                 crate::deadline::within(timeout, client.get_async_connection()).await.map(RedisConnection::Cluster)
             }
         };
         connected.map_err(|err| BusError::from(err).read())
     }
+}
+
+/// A cluster client on `seeds`, speaking RESP3 (subscriptions need it:
+/// replies and messages come as pushes), whose pushes go to `pushes`.
+fn cluster_client(
+    seeds: &[redis::ConnectionInfo],
+    timeout: Duration,
+    pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> redis::RedisResult<ClusterClient> {
+    let builder =
+        ClusterClient::builder(seeds.to_vec()).use_protocol(redis::ProtocolVersion::RESP3).connection_timeout(timeout);
+    match pushes {
+        Some(pushes) => builder.push_sender(pushes).build(),
+        None => builder.build(),
+    }
+}
+
+/// A new cluster connection for commands, from `seeds`.
+pub(crate) async fn connect_cluster(
+    seeds: &[redis::ConnectionInfo],
+    timeout: Duration,
+) -> Result<ClusterConnection, BusError> {
+    let client = cluster_client(seeds, timeout, None)?;
+    crate::deadline::within(timeout, client.get_async_connection()).await.map_err(|err| BusError::from(err).read())
 }
 
 /// Whether the server behind `client` is a cluster node.

@@ -202,11 +202,9 @@ impl RedisBus {
                         .map_err(|e| BusError::Unavailable(format!("cannot create redis pool: {e}")))?,
                 )
             }
-            Deployment::Cluster { client, .. } => Commands::Cluster(
-                crate::deadline::within(request_timeout, client.get_async_connection())
-                    .await
-                    .map_err(|err| BusError::from(err).read())?,
-            ),
+            Deployment::Cluster { seeds } => {
+                Commands::Cluster(crate::connection::connect_cluster(seeds, request_timeout).await?)
+            }
         };
         let replicas_to_ack = config.replicas_to_ack.unwrap_or(if deployment.is_cluster() { 1 } else { 0 });
 
