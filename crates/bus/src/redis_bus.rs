@@ -136,7 +136,8 @@ enum Commands {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
-/// The bus on Redis. Cheap to clone; all clones share one connection pool
+/// The bus on Redis (one server or a Redis Cluster). Cheap to clone; all
+/// clones share one connection pool (on a cluster: one cluster connection)
 /// and one pub/sub connection.
 #[derive(Clone)]
 pub struct RedisBus {
@@ -182,9 +183,16 @@ struct Converge {
 }
 
 impl RedisBus {
-    /// Connects, verifying that Redis answers. The pub/sub connection is
-    /// opened in the background and kept open (reconnecting) until the last
-    /// clone of the bus is dropped.
+    /// Connects, verifying that Redis answers: one server, or a Redis
+    /// Cluster (`redis.url` names one node or several; a cluster is
+    /// detected with `INFO cluster`, and every node it lists becomes a seed
+    /// of later connections). The pub/sub connection is opened in the
+    /// background and kept open (reconnecting) until the last clone of the
+    /// bus is dropped.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when no node answers within
+    /// `redis.request_timeout`, or the URL is invalid.
     pub async fn connect(config: RedisBusConfig) -> Result<Self, BusError> {
         let request_timeout = config.request_timeout.max(Duration::from_millis(1));
         let deployment = Deployment::detect(&config.url, request_timeout).await?;
@@ -582,6 +590,18 @@ impl Bus for RedisBus {
 
     async fn check(&self) -> Result<(), BusError> {
         let conn = self.inner.conn("check").await?;
+        if let Lease::Cluster(_) = conn {
+            // Any node tells whether every slot has a master that answers.
+            let info: String =
+                within_deadline!(self.inner, "check", conn, redis::cmd("CLUSTER").arg("INFO").query_async(&mut *conn))
+                    .map_err(BusError::read)?;
+            if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                return Ok(());
+            }
+            return Err(BusError::Unavailable(
+                "the redis cluster is not ok (a master is down); waiting for failover".into(),
+            ));
+        }
         // A replica answers PING too; only a primary takes publishes.
         let role: Vec<redis::Value> =
             within_deadline!(self.inner, "check", conn, redis::cmd("ROLE").query_async(&mut *conn))

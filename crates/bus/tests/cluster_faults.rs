@@ -115,8 +115,12 @@ async fn a_master_killed_while_events_flow_loses_no_acknowledged_event_silently(
     let publishing = tokio::spawn(publish_until(publisher.clone(), ch.clone(), stop.clone(), 200));
     let mut seen = Seen::default();
     read_until(&mut sub, &mut seen, 300).await;
+    subscriber.check().await.unwrap();
     let (killed, promoted) = cluster.kill_master_of(&subscriber.keys().hist(&ch)).await.unwrap();
     assert_ne!(killed, promoted);
+    pulse_testkit::wait_until("the cluster is ready again", DEADLINE, || async { publisher.check().await.is_ok() })
+        .await
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     let (acknowledged, last) = within("publishing ends", DEADLINE * 2, publishing).await.unwrap().unwrap();
     read_until(&mut sub, &mut seen, last.min(*acknowledged.last().unwrap())).await;
