@@ -116,11 +116,24 @@ async fn a_master_killed_while_events_flow_loses_no_acknowledged_event_silently(
     let mut seen = Seen::default();
     read_until(&mut sub, &mut seen, 300).await;
     subscriber.check().await.unwrap();
-    let (killed, promoted) = cluster.kill_master_of(&subscriber.keys().hist(&ch)).await.unwrap();
+    let hist = subscriber.keys().hist(&ch);
+    // Another crate's writes wait for the replica too (it has one now).
+    let mut conn = publisher.open_connection().await.unwrap();
+    assert!(conn.is_cluster());
+    let _: () =
+        redis::cmd("SET").arg(publisher.keys().channel_key(&ch, "mark")).arg(1).query_async(&mut conn).await.unwrap();
+    publisher.wait_replicas(&mut conn, &hist).await.unwrap();
+    let (killed, promoted) = cluster.kill_master_of(&hist).await.unwrap();
     assert_ne!(killed, promoted);
     pulse_testkit::wait_until("the cluster is ready again", DEADLINE, || async { publisher.check().await.is_ok() })
         .await
         .unwrap();
+    // Reads and writes reach the new master (no transaction stuck on the
+    // old one); it has no replica left to wait for.
+    assert!(!publisher.latest(&ch, 3).await.unwrap().is_empty());
+    let _: () =
+        redis::cmd("SET").arg(publisher.keys().channel_key(&ch, "mark")).arg(2).query_async(&mut conn).await.unwrap();
+    publisher.wait_replicas(&mut conn, &hist).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     let (acknowledged, last) = within("publishing ends", DEADLINE * 2, publishing).await.unwrap().unwrap();
     read_until(&mut sub, &mut seen, last.min(*acknowledged.last().unwrap())).await;
