@@ -1,6 +1,6 @@
 //! The reference broadcaster: the floor of WebSocket fan-out on this
-//! machine, with none of Pulse's features. It subscribes one Redis sharded pub/sub
-//! channel and sends each message to every client that subscribed:
+//! machine, with none of Pulse's features. It subscribes one Redis pub/sub
+//! (sharded) channel and sends each message to every client that subscribed:
 //!
 //! - each message is encoded into a WebSocket frame once (`Bytes`, shared
 //!   by every client's queue);
@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -147,48 +148,43 @@ async fn broadcast(
     cap: usize,
     subscribed: oneshot::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    // Sharded pub/sub, as the bus publishes (`SPUBLISH`): one RESP3
-    // connection whose pushes carry the messages.
-    let (pushes, mut messages) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
+    // Pulse publishes live copies on sharded pub/sub (`SPUBLISH`), which
+    // needs a RESP3 connection whose pushes carry the messages.
+    let (pushes, mut received) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
     let pubsub = async {
-        let info = redis::Client::open(config.redis_url.as_str())?.get_connection_info().clone();
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new().set_push_sender(pushes))
-            .await?;
-        redis::cmd("SSUBSCRIBE").arg(&config.redis_channel).exec_async(&mut conn).await?;
+        let info = redis::IntoConnectionInfo::into_connection_info(config.redis_url.as_str())?;
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let connection_config = redis::AsyncConnectionConfig::new().set_push_sender(pushes);
+        let mut conn = client.get_multiplexed_async_connection_with_config(&connection_config).await?;
+        redis::cmd("SSUBSCRIBE").arg(&config.redis_channel).query_async::<()>(&mut conn).await?;
         anyhow::Ok(conn)
     };
-    let _conn = match pubsub.await {
+    let (_conn, mut messages) = match pubsub.await {
         Ok(conn) => {
             let _ = subscribed.send(Ok(()));
-            conn
+            let payloads = futures_util::stream::poll_fn(move |cx| received.poll_recv(cx)).filter_map(|push| {
+                std::future::ready(match (push.kind, push.data.get(1)) {
+                    (redis::PushKind::SMessage, Some(redis::Value::BulkString(payload))) => Some(payload.clone()),
+                    _ => None,
+                })
+            });
+            (conn, Box::pin(payloads))
         }
         Err(err) => {
             let _ = subscribed.send(Err(anyhow::anyhow!("cannot subscribe: {err:#}")));
             return Err(err);
         }
     };
-    // The payload of a sharded message push: `[channel, payload]`.
-    let payload = |push: redis::PushInfo| match (push.kind, push.data.into_iter().nth(1)) {
-        (redis::PushKind::SMessage, Some(redis::Value::BulkString(bytes))) => Some(bytes),
-        _ => None,
-    };
     let mut batch = Vec::with_capacity(BATCH);
     let mut slow = Vec::new();
-    while let Some(push) = messages.recv().await {
-        let Some(first) = payload(push) else { continue };
-        batch.push(text_frame(&first));
+    while let Some(msg) = messages.next().await {
+        batch.push(text_frame(&msg));
         // Whatever else has arrived goes out with it.
         while batch.len() < BATCH {
-            match messages.try_recv() {
-                Ok(push) => {
-                    if let Some(bytes) = payload(push) {
-                        batch.push(text_frame(&bytes));
-                    }
-                }
-                Err(_) => break,
+            match messages.next().now_or_never() {
+                Some(Some(msg)) => batch.push(text_frame(&msg)),
+                _ => break,
             }
         }
         for (id, client) in registry.read().iter() {
