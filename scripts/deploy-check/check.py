@@ -244,7 +244,11 @@ def check_compose(bins: dict[str, Binary]) -> None:
                 problems.append(f"{s} (always on) depends on {dep} which is only in a profile")
     check("depends_on names existing services, outside profiles", problems)
     profiles = {p for d in services.values() for p in d.get("profiles", [])}
-    check("profiles demo and tracing exist", [f"missing {p}" for p in ("demo", "tracing") if p not in profiles])
+    check("profiles demo, tracing and cluster exist",
+          [f"missing {p}" for p in ("demo", "tracing", "cluster") if p not in profiles])
+    nodes = [s for s, d in services.items() if "cluster" in d.get("profiles", []) and "--cluster-enabled" in d.get("command", [])]
+    check("profile cluster: six cluster-enabled Redis nodes (three masters, three replicas)",
+          [] if len(nodes) == 6 else [f"{len(nodes)} nodes"])
     hc = services.get("heartbeat-checker", {})
     check("heartbeat-checker runs 2 replicas", [] if hc.get("deploy", {}).get("replicas", 1) >= 2 else ["replicas < 2"])
 
