@@ -98,7 +98,7 @@ pub(crate) trait Transport {
 /// Runs `client` over `transport` until the connection ends.
 ///
 /// Every idle connection keeps this future for its whole life, so its size
-/// is memory per connection (see the test `an_idle_connection_is_small`):
+/// is memory per connection (see the test `session::tests::an_idle_connection_is_small`):
 /// the arguments are captured by the `async move` block and used in place
 /// (an `async fn` would keep a second copy of them), the queue and the
 /// socket are polled in place rather than through stored futures, and the
@@ -112,10 +112,9 @@ pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Fu
 
         let mut batch = VecDeque::new();
         let start = Instant::now();
-        let auth_deadline = start + limits.auth_timeout;
         let mut timers = Timers {
             next_ping: start + gateway.heartbeat_interval,
-            deadline: identity_deadline(&client.identity, auth_deadline),
+            deadline: identity_deadline(&client.identity, start + limits.auth_timeout),
             drain_close: None,
         };
         let mut last_heard = start;
@@ -165,7 +164,8 @@ pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Fu
                         Heard::Text(text) => match Box::pin(handle_text(&mut client, &mut input, &text)).await {
                             Handled::Continue => {}
                             Handled::IdentityChanged => {
-                                timers.deadline = identity_deadline(&client.identity, auth_deadline);
+                                // Still unauthenticated, the auth deadline stays.
+                                timers.deadline = identity_deadline(&client.identity, timers.deadline);
                                 timer.as_mut().reset(timers.next());
                             }
                             Handled::Close(reason) => break Some(reason),
