@@ -104,6 +104,7 @@ pub(crate) trait Transport {
 /// socket are polled in place rather than through stored futures, and the
 /// drain reaches each connection through its queue's wake-up
 /// ([`Gateway::drain`](crate::Gateway::drain)) instead of a waiter of its own.
+#[allow(clippy::manual_async_fn, reason = "an async fn would keep a copy of its arguments")]
 pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Future<Output = ()> {
     async move {
         // An Arc, not a copy of the settings: this lives as long as the connection.
