@@ -298,7 +298,6 @@ mod tests {
             std::mem::size_of::<F>()
         }
         let size = future_size(run);
-        eprintln!("session future: {size} bytes");
         assert!(size <= 768, "the session's future is {size} bytes");
     }
 }
