@@ -119,7 +119,7 @@ impl Client {
         self.queue.hold(tag);
         let gw = &self.gw;
         let subscriber = Subscriber { queue: self.queue.clone(), tag };
-        let (key, head) = match gw.hub().subscribe(&channel, subscriber).await {
+        let (key, head, channel) = match gw.hub().subscribe(&channel, subscriber).await {
             Ok(registered) => registered,
             Err(err) => {
                 self.queue.discard(tag);

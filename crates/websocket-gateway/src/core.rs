@@ -98,12 +98,13 @@ pub(crate) trait Transport {
 /// Runs `client` over `transport` until the connection ends.
 ///
 /// Every idle connection keeps this future for its whole life, so its size
-/// is memory per connection (see the test `an_idle_connection_is_small`):
+/// is memory per connection (see the test `session::tests::an_idle_connection_is_small`):
 /// the arguments are captured by the `async move` block and used in place
 /// (an `async fn` would keep a second copy of them), the queue and the
 /// socket are polled in place rather than through stored futures, and the
 /// drain reaches each connection through its queue's wake-up
 /// ([`Gateway::drain`](crate::Gateway::drain)) instead of a waiter of its own.
+#[allow(clippy::manual_async_fn, reason = "an async fn would keep a copy of its arguments")]
 pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Future<Output = ()> {
     async move {
         // An Arc, not a copy of the settings: this lives as long as the connection.
@@ -112,10 +113,9 @@ pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Fu
 
         let mut batch = VecDeque::new();
         let start = Instant::now();
-        let auth_deadline = start + limits.auth_timeout;
         let mut timers = Timers {
             next_ping: start + gateway.heartbeat_interval,
-            deadline: identity_deadline(&client.identity, auth_deadline),
+            deadline: identity_deadline(&client.identity, start + limits.auth_timeout),
             drain_close: None,
         };
         let mut last_heard = start;
@@ -165,7 +165,8 @@ pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Fu
                         Heard::Text(text) => match Box::pin(handle_text(&mut client, &mut input, &text)).await {
                             Handled::Continue => {}
                             Handled::IdentityChanged => {
-                                timers.deadline = identity_deadline(&client.identity, auth_deadline);
+                                // Still unauthenticated, the auth deadline stays.
+                                timers.deadline = identity_deadline(&client.identity, timers.deadline);
                                 timer.as_mut().reset(timers.next());
                             }
                             Handled::Close(reason) => break Some(reason),

@@ -1,7 +1,8 @@
 //! Client queue depths, sampled: every connection's queue is registered
 //! here, and a background task reads their lengths every few seconds. The
 //! fan-out path pays nothing for it; a connection pays one registry insert
-//! and one removal.
+//! and one removal. The same registry wakes every connection when the
+//! gateway drains ([`QueueDepths::wake_all`]).
 //!
 //! - `pulse_gateway_queue_depth_frames` (histogram): each client's queue
 //!   length at each sample;

@@ -109,35 +109,29 @@ pub(crate) struct Reader {
     buf: BytesMut,
     partial: Option<Box<Partial>>,
     max_size: usize,
-    /// Keep the payload of a binary message for [`take_binary`](Self::take_binary)
-    /// (the echo endpoint); the session refuses binary and drops it.
-    keep_binary: bool,
-    binary: Option<Bytes>,
+    /// `Some` to keep the payload of a binary message for
+    /// [`take_binary`](Self::take_binary) (the echo endpoint); the session
+    /// refuses binary and drops it. Boxed: a session keeps its reader for
+    /// life, and this is 8 bytes where the payload's handle is 32.
+    binary: Option<Box<Option<Bytes>>>,
 }
 
 impl Reader {
     /// Messages (and frames) larger than `max_size` bytes are refused.
     pub(crate) fn new(max_size: usize) -> Self {
-        Self {
-            codec: Codec::new().max_size(max_size),
-            buf: BytesMut::new(),
-            partial: None,
-            max_size,
-            keep_binary: false,
-            binary: None,
-        }
+        Self { codec: Codec::new().max_size(max_size), buf: BytesMut::new(), partial: None, max_size, binary: None }
     }
 
     /// Keeps the payload of each binary message until [`take_binary`](Self::take_binary).
     pub(crate) fn keep_binary(mut self, keep: bool) -> Self {
-        self.keep_binary = keep;
+        self.binary = keep.then(Box::default);
         self
     }
 
     /// The payload of the binary message [`next_message`](Self::next_message)
     /// last returned, when kept.
     pub(crate) fn take_binary(&mut self) -> Option<Bytes> {
-        self.binary.take()
+        self.binary.as_mut().and_then(|kept| kept.take())
     }
 
     /// Adds bytes read from the socket.
@@ -219,8 +213,8 @@ impl Reader {
     }
 
     fn binary_message(&mut self, bytes: Bytes) -> Incoming {
-        if self.keep_binary {
-            self.binary = Some(bytes);
+        if let Some(kept) = &mut self.binary {
+            **kept = Some(bytes);
         }
         Incoming::Binary
     }

@@ -88,13 +88,14 @@ impl Hub {
     }
 
     /// Adds `subscriber` to `channel`, subscribing the bus first if it is
-    /// the first local one. Returns its key and the offset after which it
-    /// receives every event.
+    /// the first local one. Returns its key, the offset after which it
+    /// receives every event, and the hub's copy of the channel's name (one
+    /// allocation shared by every subscriber, not one each).
     pub(crate) async fn subscribe(
         &self,
         channel: &Channel,
         subscriber: Subscriber,
-    ) -> Result<(SubKey, Position), HubError> {
+    ) -> Result<(SubKey, Position, Channel), HubError> {
         loop {
             let entry = self.entry(channel);
             // The first subscriber's task subscribes the bus; others wait
@@ -121,7 +122,7 @@ impl Hub {
             }
             let key = subs.list.insert(subscriber);
             self.inner.metrics.subscriptions.increment(1.0);
-            return Ok((key, subs.last));
+            return Ok((key, subs.last, entry.channel.clone()));
         }
     }
 
