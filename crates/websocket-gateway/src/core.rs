@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::auth::Identity;
 use crate::client::Client;
-use crate::limits::TokenBucket;
+use crate::limits::MessageRate;
 use crate::metrics::{self, ClosedBy};
 use crate::queue::{Outbound, QueueStatus};
 use crate::snapshot;
@@ -122,11 +122,7 @@ pub(crate) fn run<T: Transport>(mut client: Client, mut transport: T) -> impl Fu
         // One timer for all of them: the next due.
         let timer = tokio::time::sleep_until(timers.next());
         tokio::pin!(timer);
-        let mut input = Input {
-            bucket: TokenBucket::full(limits.messages_per_sec.saturating_mul(2)),
-            violations: 0,
-            last_violation: start,
-        };
+        let mut input = Input { rate: MessageRate::new(limits.messages_per_sec), violations: 0, last_violation: start };
 
         let ending: Option<CloseReason> = loop {
             tokio::select! {
@@ -280,7 +276,7 @@ fn identity_deadline(identity: &Identity, auth_deadline: Instant) -> Instant {
 
 /// Per-connection input policing.
 struct Input {
-    bucket: TokenBucket,
+    rate: MessageRate,
     violations: u32,
     last_violation: Instant,
 }
@@ -306,7 +302,7 @@ enum Handled {
 async fn handle_text(client: &mut Client, input: &mut Input, text: &str) -> Handled {
     let limits = &client.gw.settings().limits;
     let (rate, max_violations) = (limits.messages_per_sec, limits.max_violations);
-    if !input.bucket.try_take(rate, rate.saturating_mul(2)) {
+    if !input.rate.allow() {
         if let Some(reason) = input.violation(max_violations) {
             return Handled::Close(reason);
         }

@@ -1,70 +1,86 @@
 //! Limits: connections per instance, connection attempts per IP, messages
 //! per second per client.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use parking_lot::Mutex;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
-/// A token bucket: `rate` tokens per second, holding at most `burst`.
-#[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
-    tokens: f32,
-    last: Instant,
+/// `rate` per second with bursts of twice that (the generic cell rate
+/// algorithm of `governor`); `None` for a rate of 0, which is no limit.
+fn quota(rate: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(rate)?;
+    Some(Quota::per_second(rate).allow_burst(rate.saturating_mul(NonZeroU32::MIN.saturating_add(1))))
 }
 
-impl TokenBucket {
-    pub(crate) fn full(burst: u32) -> Self {
-        Self { tokens: burst as f32, last: Instant::now() }
+/// The clock of the limiters: monotonic time since the first use in this
+/// process, as a `Nanos` (8 bytes). A connection keeps one limiter for its
+/// whole life, so its size is memory per connection; with `std`'s
+/// `Instant` (16 bytes) each limiter would be 8 bytes bigger.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProcessClock;
+
+impl Clock for ProcessClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let elapsed = START.get_or_init(Instant::now).elapsed();
+        Nanos::from(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Nanos>() == 8);
+
+/// The messages one connection may send: `messages_per_sec`, bursts of
+/// twice that; 0 means no limit (a limit of `u32::MAX` a second: no
+/// `Option` around it, which would cost every connection 8 bytes).
+#[derive(Debug)]
+pub(crate) struct MessageRate(RateLimiter<NotKeyed, InMemoryState, ProcessClock, NoOpMiddleware<Nanos>>);
+
+impl MessageRate {
+    pub(crate) fn new(rate: u32) -> Self {
+        let quota = quota(rate).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX));
+        Self(RateLimiter::direct_with_clock(quota, ProcessClock))
     }
 
-    /// Takes a token if one is there.
-    pub(crate) fn try_take(&mut self, rate: u32, burst: u32) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f32() * rate as f32;
-        self.tokens = (self.tokens + refill).min(burst as f32);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    /// Whether one more message may go through now (and counts it).
+    pub(crate) fn allow(&self) -> bool {
+        self.0.check().is_ok()
     }
 }
 
 /// Connection attempts per client IP per second, shared by every worker.
 #[derive(Debug)]
-pub(crate) struct IpLimiter {
-    rate: u32,
-    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
-}
+pub(crate) struct IpLimiter(
+    Option<RateLimiter<IpAddr, DashMapStateStore<IpAddr>, ProcessClock, NoOpMiddleware<Nanos>>>,
+);
 
-/// Above this many tracked IPs, idle ones are forgotten (a full bucket is
-/// the same as no bucket).
+/// Above this many tracked IPs, those whose limit has fully recovered are
+/// forgotten (a recovered limit is the same as none).
 const IP_PRUNE_AT: usize = 10_000;
 
 impl IpLimiter {
     pub(crate) fn new(rate: u32) -> Self {
-        Self { rate, buckets: Mutex::default() }
+        Self(quota(rate).map(|quota| RateLimiter::dashmap_with_clock(quota, ProcessClock)))
     }
 
     /// Whether `ip` may open one more connection now. A rate of 0 disables
     /// the limit.
     pub(crate) fn allow(&self, ip: IpAddr) -> bool {
-        if self.rate == 0 {
-            return true;
+        let Some(limiter) = &self.0 else { return true };
+        if limiter.len() >= IP_PRUNE_AT {
+            limiter.retain_recent();
         }
-        let burst = self.rate.saturating_mul(2);
-        let mut buckets = self.buckets.lock();
-        if buckets.len() >= IP_PRUNE_AT {
-            let idle = Duration::from_secs_f32(burst as f32 / self.rate as f32);
-            buckets.retain(|_, bucket| bucket.last.elapsed() < idle);
-        }
-        buckets.entry(ip).or_insert_with(|| TokenBucket::full(burst)).try_take(self.rate, burst)
+        limiter.check_key(&ip).is_ok()
     }
 }
 
@@ -125,10 +141,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bucket_allows_the_burst_then_refuses() {
-        let mut bucket = TokenBucket::full(3);
-        assert!((0..3).all(|_| bucket.try_take(1, 3)));
-        assert!(!bucket.try_take(1, 3));
+    fn a_connection_gets_its_burst_then_is_refused() {
+        let rate = MessageRate::new(2);
+        assert!((0..4).all(|_| rate.allow()), "a burst of twice the rate");
+        assert!(!rate.allow());
+        let unlimited = MessageRate::new(0);
+        assert!((0..1000).all(|_| unlimited.allow()), "0 is no limit");
     }
 
     #[test]
@@ -139,6 +157,7 @@ mod tests {
         assert!(limiter.allow(a) && limiter.allow(a));
         assert!(!limiter.allow(a));
         assert!(limiter.allow(b));
+        assert!((0..100).all(|_| IpLimiter::new(0).allow(a)), "0 is no limit");
     }
 
     #[tokio::test]
