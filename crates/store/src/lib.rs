@@ -63,7 +63,7 @@ use pulse_protocol::probe::HealthStatus;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{Layout, RedisStore};
 
 /// Agent state, alerts and dedupe, with the events that announce each
 /// change.

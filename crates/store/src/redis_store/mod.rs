@@ -57,10 +57,13 @@
 
 mod connection;
 mod lanes;
+mod layout;
 mod ops;
+mod outbox;
 mod script;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,7 +76,9 @@ use serde::de::DeserializeOwned;
 
 use self::connection::SharedConnection;
 use self::lanes::Lanes;
-use self::script::{Scripts, StoreKeys};
+use self::layout::Buckets;
+pub use self::layout::{BUCKETS, Layout};
+use self::script::Scripts;
 use crate::{AgentCounts, AlertsView, HeartbeatOutcome, ReportOutcome, Store, StoreError, StoreSettings};
 
 /// The [`Store`] on Redis, sharing the [`RedisBus`]'s connection pool and
@@ -83,29 +88,39 @@ pub struct RedisStore {
     bus: RedisBus,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
-    keys: StoreKeys,
+    buckets: Arc<Buckets>,
     lanes: Arc<Lanes>,
     connection: Arc<SharedConnection>,
+    /// Where the next offline scan starts ([`Layout::Partitioned`]).
+    scan_start: Arc<AtomicUsize>,
 }
 
 impl RedisStore {
-    /// The store on `bus`'s Redis, pool, key prefix and request deadline.
+    /// The store on `bus`'s Redis, pool, key prefix and request deadline,
+    /// with the layout that Redis needs ([`Layout::for_bus`]).
     pub fn new(bus: RedisBus, settings: StoreSettings) -> Self {
-        let keys = bus.keys();
-        let keys = StoreKeys {
-            agents: keys.key("agents"),
-            seen: keys.key("agents:seen"),
-            alerts_open: keys.key("alerts:open"),
-            alerts_recent: keys.key("alerts:recent"),
-        };
+        let layout = Layout::for_bus(&bus);
+        Self::with_layout(bus, settings, layout)
+    }
+
+    /// The store with the given key layout. Every process sharing a Redis
+    /// must use the same layout.
+    pub fn with_layout(bus: RedisBus, settings: StoreSettings, layout: Layout) -> Self {
+        let buckets = Buckets::new(layout, bus.keys());
         Self {
             bus,
             settings,
             scripts: Arc::new(Scripts::new()),
-            keys,
+            buckets: Arc::new(buckets),
             lanes: Arc::new(Lanes::new()),
             connection: Arc::default(),
+            scan_start: Arc::default(),
         }
+    }
+
+    /// The key layout in use.
+    pub fn layout(&self) -> Layout {
+        self.buckets.layout()
     }
 
     fn bus_keys(&self) -> &Keys {
