@@ -1,20 +1,30 @@
 //! The Redis store, and the keys it keeps.
 //!
 //! All keys start with the bus prefix (`pulse:` by default), so one Redis
-//! can hold several Pulse installations side by side.
+//! can hold several Pulse installations side by side. Where they are depends
+//! on the [`Layout`]: on a single Redis ([`Layout::Single`]) one set of keys
+//! holds every agent; on a Redis Cluster ([`Layout::Partitioned`]) agents
+//! are spread over [`BUCKETS`] buckets by a stable hash of their id (CRC16,
+//! as Redis hashes keys), and each bucket has the same keys under a hash
+//! tag of its own (`{prefix}{agents:<b>}:…`), so that every script touches
+//! one hash slot.
 //!
-//! | key | type | what |
-//! |---|---|---|
-//! | `{prefix}agents` | hash | agent id → [`AgentState`] JSON, for every agent ever heard from |
-//! | `{prefix}agents:seen` | sorted set | agent id → last-seen time (ms since the epoch), for **online** agents only: the heartbeat checker's index. An agent leaves it when it goes offline and comes back with its next report or heartbeat, so a scan for silent agents is a range over this set and never meets an agent already offline. An offline agent's last-seen time is in its state. |
-//! | `{prefix}alerts:open` | hash | `{agent_id}/{check}` → open [`Alert`] JSON (agent ids never contain `/`) |
-//! | `{prefix}alerts:recent` | list | resolved [`Alert`] JSON, newest first, capped at [`StoreSettings::recent_alerts`] |
-//! | `{prefix}dedupe:{report_id}` | string with TTL | the agent id of a report applied less than [`StoreSettings::dedupe_ttl`] ago: a retry is a duplicate |
-//! | `{prefix}idem:{key}` | string with TTL | an idempotency key of the publish API, claimed for the TTL its claimer gave |
+//! | single | partitioned (bucket `b`) | type | what |
+//! |---|---|---|---|
+//! | `{prefix}agents` | `{prefix}{agents:b}:state` | hash | agent id → [`AgentState`] JSON, for every agent ever heard from |
+//! | `{prefix}agents:seen` | `{prefix}{agents:b}:seen` | sorted set | agent id → last-seen time (ms since the epoch), for **online** agents only: the heartbeat checker's index. An agent leaves it when it goes offline and comes back with its next report or heartbeat, so a scan for silent agents is a range over this set and never meets an agent already offline. An offline agent's last-seen time is in its state. |
+//! | `{prefix}alerts:open` | `{prefix}{agents:b}:alerts` | hash | `{agent_id}/{check}` → open [`Alert`] JSON (agent ids never contain `/`) |
+//! | `{prefix}alerts:recent` | `{prefix}{agents:b}:recent` | list | resolved [`Alert`] JSON, newest first, capped at [`StoreSettings::recent_alerts`] (per bucket; [`Store::alerts`] merges the buckets by resolution time) |
+//! | `{prefix}dedupe:{report_id}` | `{prefix}{agents:b}:dedupe:{report_id}` | string with TTL | the agent id of a report applied less than [`StoreSettings::dedupe_ttl`] ago: a retry is a duplicate |
+//! | — | `{prefix}{agents:b}:outbox` | stream | events of changes made but not yet published (see the `outbox` module) |
+//! | — | `{prefix}{agents:b}:pending` | hash | agent id → its latest outbox entry not yet published |
+//! | — | `{prefix}outbox:{channel}` | hash | agent id → the agent's latest outbox entry published on the channel, and the positions it was given |
+//! | `{prefix}idem:{key}` | the same | string with TTL | an idempotency key of the publish API, claimed for the TTL its claimer gave |
 //!
 //! Events go through the bus keys (`{prefix}hist:{channel}`,
-//! `{prefix}ch:{channel}`), written by the bus's own publish function from
-//! inside this store's scripts.
+//! `{prefix}ch:{channel}`), written by the bus's own publish function: from
+//! inside the script that makes a change (single), or from the bucket's
+//! outbox right after it, exactly once and in order (partitioned).
 //!
 //! # How a change is made
 //!
@@ -24,8 +34,11 @@
 //! 2. Plan the change with the shared rules, in Rust.
 //! 3. Run one Lua script (`lua/apply.lua`, `lua/offline.lua`) that checks
 //!    that everything read in step 1 is unchanged, then writes the new state
-//!    and publishes the events. If something changed, nothing is written and
+//!    and publishes the events (single), or appends them to the bucket's
+//!    outbox (partitioned). If something changed, nothing is written and
 //!    the change is planned again from fresh reads.
+//! 4. Partitioned: publish the outbox entry, one script per channel, and
+//!    remove it (the `outbox` module).
 //!
 //! Within one process, the reports and heartbeats of one agent run these
 //! steps one at a time (on the agent's lane, see [`Lanes`]), so they never
