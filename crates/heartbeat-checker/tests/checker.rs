@@ -12,7 +12,7 @@ use pulse_heartbeat_checker::{Checker, CheckerSettings, CheckerStatus};
 use pulse_protocol::probe::{AgentStatus, AgentStatusChange};
 use pulse_protocol::{AgentId, Channel, Position, timestamp};
 use pulse_runtime::Shutdown;
-use pulse_store::{MemoryStore, RedisStore, Store, StoreSettings};
+use pulse_store::{Layout, MemoryStore, RedisStore, Store, StoreSettings};
 use pulse_testkit::{DEADLINE, RedisServer, wait_until};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +31,11 @@ fn quick() -> CheckerSettings {
 
 /// A store and bus on `server`, as one replica of a service would have.
 async fn redis_replica(server: &RedisServer) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    redis_replica_in(server, Layout::Single).await
+}
+
+/// The same, with the store in `layout`.
+async fn redis_replica_in(server: &RedisServer, layout: Layout) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
     let bus = RedisBus::connect(RedisBusConfig {
         url: server.url(),
         prefix: "pulse:".into(),
@@ -39,7 +44,7 @@ async fn redis_replica(server: &RedisServer) -> anyhow::Result<(Arc<dyn Store>, 
         ..RedisBusConfig::default()
     })
     .await?;
-    Ok((Arc::new(RedisStore::new(bus.clone(), StoreSettings::default())), Arc::new(bus)))
+    Ok((Arc::new(RedisStore::with_layout(bus.clone(), StoreSettings::default(), layout)), Arc::new(bus)))
 }
 
 /// A checker running in the background until `shutdown`.
@@ -107,18 +112,28 @@ async fn a_silent_agent_is_announced_once_and_not_early() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checkers_announce_each_transition_exactly_once() -> anyhow::Result<()> {
+    checkers_announce_each_transition_exactly_once(Layout::Single).await
+}
+
+/// The same with agents in buckets and events through the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkers_announce_each_transition_exactly_once_partitioned() -> anyhow::Result<()> {
+    checkers_announce_each_transition_exactly_once(Layout::Partitioned).await
+}
+
+async fn checkers_announce_each_transition_exactly_once(layout: Layout) -> anyhow::Result<()> {
     const AGENTS: usize = 300;
     let server = RedisServer::start().await?;
     let shutdown = Shutdown::new();
     let mut statuses = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let (store, _) = redis_replica(&server).await?;
+        let (store, _) = redis_replica_in(&server, layout).await?;
         let (status, task) = spawn_checker(store, quick(), &shutdown);
         statuses.push(status);
         tasks.push(task);
     }
-    let (store, bus) = redis_replica(&server).await?;
+    let (store, bus) = redis_replica_in(&server, layout).await?;
     for n in 0..AGENTS {
         store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
     }
@@ -141,6 +156,42 @@ async fn concurrent_checkers_announce_each_transition_exactly_once() -> anyhow::
     ensure!(repeated.is_empty(), "announced more than once: {repeated:?}");
     let by_checkers: u64 = statuses.iter().map(|s| s.borrow().transitions).sum();
     assert_eq!(by_checkers, AGENTS as u64, "no transition was made twice");
+    Ok(())
+}
+
+/// A process that stopped between a change and its publish (here: its
+/// publish failed and it went away) leaves the events in the outbox; a
+/// running checker publishes them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_publishes_events_a_stopped_process_left_behind() -> anyhow::Result<()> {
+    let server = RedisServer::start().await?;
+    let shutdown = Shutdown::new();
+    let (checker_store, bus) = redis_replica_in(&server, Layout::Partitioned).await?;
+    let settings = CheckerSettings { timeout: Duration::from_secs(3600), ..quick() };
+    let (mut status, checker) = spawn_checker(checker_store, settings, &shutdown);
+
+    let (ingest, _) = redis_replica_in(&server, Layout::Partitioned).await?;
+    // Every publish on `agents` fails while its history key has the wrong type.
+    let _: () = server.cmd(&["SET", "pulse:hist:agents", "not a stream"]).await?;
+    ensure!(ingest.apply_heartbeat(&id("web-1"), timestamp::now(), None).await.is_err(), "the publish failed");
+    drop(ingest);
+    let _: u64 = server.cmd(&["DEL", "pulse:hist:agents"]).await?;
+
+    let agents = Channel::well_known(Channel::AGENTS);
+    wait_until("the checker publishes the left-behind event", DEADLINE, || {
+        let (bus, agents) = (bus.clone(), agents.clone());
+        async move { bus.history(&agents, Position::ZERO, 10).await.is_ok_and(|h| !h.events.is_empty()) }
+    })
+    .await?;
+    // Later scans publish nothing more.
+    let scans = status.borrow().scans;
+    pulse_testkit::within("two more scans", DEADLINE, status.wait_for(|s| s.scans >= scans + 2)).await??;
+    shutdown.trigger();
+    checker.await?;
+    let on_agents = bus.history(&agents, Position::ZERO, 10).await?.events;
+    let on_agent = bus.history(&Channel::for_agent(&id("web-1")), Position::ZERO, 10).await?.events;
+    assert_eq!((on_agents.len(), on_agent.len()), (1, 1), "published once on each channel");
+    assert_eq!(on_agents[0].payload::<AgentStatusChange>()?.new_status, AgentStatus::Online);
     Ok(())
 }
 

@@ -144,9 +144,8 @@ mod tests {
         assert_eq!(bucket.state, "pulse:{agents:6}:state");
         assert_eq!(bucket.dedupe(Some("r-1")), "pulse:{agents:6}:dedupe:r-1");
         // Agents spread over every bucket.
-        let used: std::collections::HashSet<&str> = (0..1000)
-            .map(|n| buckets.of(&AgentId::parse(&format!("agent-{n}")).expect("id")).state.as_str())
-            .collect();
+        let used: std::collections::HashSet<&str> =
+            (0..1000).map(|n| buckets.of(&AgentId::parse(&format!("agent-{n}")).expect("id")).state.as_str()).collect();
         assert_eq!(used.len(), BUCKETS);
     }
 }

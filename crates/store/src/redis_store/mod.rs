@@ -87,6 +87,9 @@ use pulse_protocol::probe::{AgentState, AgentStatusChange, Report};
 use pulse_protocol::{AgentId, Position};
 use serde::de::DeserializeOwned;
 
+#[cfg(doc)]
+use pulse_protocol::probe::Alert;
+
 use self::connection::SharedConnection;
 use self::lanes::Lanes;
 use self::layout::Buckets;

@@ -13,8 +13,8 @@ use pulse_bus::redis_lua;
 use pulse_protocol::probe::{AgentState, AgentStatusChange, Alert, Report};
 use pulse_protocol::{AgentId, Channel, timestamp};
 
-use super::layout::Bucket;
 use super::lanes::Known;
+use super::layout::Bucket;
 use super::outbox::{Entry, OUTBOX_GRACE, RawEntry, parse_entries};
 use super::script::{Applied, ApplyArgs, mode, parse_entry_id};
 use super::{RedisStore, from_json, millis, readable, replaceable, to_json};
@@ -234,7 +234,7 @@ impl RedisStore {
         let mut recent = readable::<Alert>("resolved alert", &recent.concat());
         if self.buckets.all().len() > 1 {
             // Each bucket's list is newest first; so is their merge.
-            recent.sort_by(|a, b| b.resolved_at.cmp(&a.resolved_at));
+            recent.sort_by_key(|alert| std::cmp::Reverse(alert.resolved_at));
             recent.truncate(keep);
         }
         Ok(AlertsView { open, recent })
@@ -378,7 +378,11 @@ impl RedisStore {
                 if parse_entry_id(&ids[1])?.is_some() {
                     behind.push(agent.clone());
                 }
-                queued.push(Entry { id, agent, publishes: vec![(agents_channel.clone(), draft.clone()), (channel, draft)] });
+                queued.push(Entry {
+                    id,
+                    agent,
+                    publishes: vec![(agents_channel.clone(), draft.clone()), (channel, draft)],
+                });
             }
             made.push(change);
         }

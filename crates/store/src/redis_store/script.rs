@@ -135,15 +135,12 @@ impl RedisStore {
         let mut conn = self.conn().await?;
         let reply: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
         match reply.split_first() {
-            Some((status, rest)) if status == "ok" && outbox => match rest {
-                [id, previous] => {
-                    let Some(id) = parse_entry_id(id)? else { return Ok(Applied::Published(Vec::new())) };
-                    let entry = Entry::of(id, change.state.agent_id.as_str(), change.publishes, &resolve_repeats(&drafts));
-                    Ok(Applied::Queued { entry, previous: parse_entry_id(previous)? })
-                }
-                _ => Err(StoreError::Backend(format!("apply script returned {reply:?}"))),
-            },
-            Some((status, ids)) if status == "ok" => {
+            Some((status, [id, previous])) if status == "ok" && outbox => {
+                let Some(id) = parse_entry_id(id)? else { return Ok(Applied::Published(Vec::new())) };
+                let entry = Entry::of(id, change.state.agent_id.as_str(), change.publishes, &resolve_repeats(&drafts));
+                Ok(Applied::Queued { entry, previous: parse_entry_id(previous)? })
+            }
+            Some((status, ids)) if status == "ok" && !outbox => {
                 if ids.len() != change.publishes.len() {
                     return Err(StoreError::Backend(format!(
                         "apply script returned {} event ids for {} events",
@@ -218,7 +215,10 @@ pub(super) enum Applied {
     Published(Vec<Position>),
     /// Applied; the events wait in the outbox as `entry`. `previous` is the
     /// agent's previous entry, if it was still pending.
-    Queued { entry: Entry, previous: Option<Offset> },
+    Queued {
+        entry: Entry,
+        previous: Option<Offset>,
+    },
     Duplicate,
     Conflict,
 }
