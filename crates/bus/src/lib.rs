@@ -28,6 +28,7 @@
 //! [`BusMessage::Gap`] instead.
 
 mod backoff;
+mod connection;
 pub mod deadline;
 mod error;
 mod link;
@@ -46,6 +47,7 @@ use async_trait::async_trait;
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 
 pub use backoff::backoff;
+pub use connection::RedisConnection;
 pub use error::{BusError, error_chain, is_unavailable as redis_unavailable};
 pub use link::LinkState;
 pub use memory::{MemoryBus, MemoryBusConfig};

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
-use futures_util::StreamExt;
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, Offset, Position};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::connection::{Deployment, RedisConnection};
 use crate::link::{self, Link, LinkState};
 use crate::redis_lua::{self, Keys};
 use crate::router::Router;
@@ -55,11 +55,49 @@ macro_rules! within_deadline {
     }};
 }
 
-/// A pooled connection with a request in flight. Unless the request was
-/// answered, dropping it closes the connection instead of returning it to
-/// the pool, where the next caller would read the late answer, or have its
-/// own command run after the unanswered one.
-struct InFlight(Option<deadpool_redis::Connection>);
+/// A connection with a request in flight. Unless the request was
+/// answered, dropping it closes a pooled connection instead of returning it
+/// to the pool, where the next caller would read the late answer, or have
+/// its own command run after the unanswered one. (A cluster connection is
+/// one multiplexed connection per node, shared like the store's: it is
+/// kept, and replaced by redis-rs when it fails.)
+struct InFlight(Option<Lease>);
+
+/// A connection lent to one request.
+enum Lease {
+    /// From the pool of a single Redis server.
+    Pooled(deadpool_redis::Connection),
+    /// The bus's cluster connection.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Lease {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Pooled(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Pooled(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Pooled(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
 
 impl InFlight {
     /// The request was answered: the connection may serve the next one.
@@ -69,7 +107,7 @@ impl InFlight {
 }
 
 impl std::ops::Deref for InFlight {
-    type Target = deadpool_redis::Connection;
+    type Target = Lease;
 
     fn deref(&self) -> &Self::Target {
         // Only `answered` takes it, after the last use.
@@ -85,10 +123,17 @@ impl std::ops::DerefMut for InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
+        if let Some(Lease::Pooled(conn)) = self.0.take() {
             drop(deadpool_redis::Connection::take(conn));
         }
     }
+}
+
+/// Where requests go: a pool of connections to one server, or one cluster
+/// connection (multiplexed per node, following the cluster's topology).
+enum Commands {
+    Pool(Pool),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 /// The bus on Redis. Cheap to clone; all clones share one connection pool
@@ -99,12 +144,14 @@ pub struct RedisBus {
 }
 
 struct Inner {
-    pool: Pool,
+    commands: Commands,
     /// For connections outside the pool ([`RedisBus::open_connection`]).
-    client: redis::Client,
+    deployment: Deployment,
     keys: Keys,
     /// The deadline of every request (`redis.request_timeout`).
     request_timeout: Duration,
+    /// Replicas a publish waits for (`redis.replicas_to_ack`, resolved).
+    replicas_to_ack: usize,
     /// This process's `history_len` setting.
     configured_history_len: usize,
     /// What publishes trim to: the largest `history_len` any live process
@@ -135,18 +182,29 @@ impl RedisBus {
     /// opened in the background and kept open (reconnecting) until the last
     /// clone of the bus is dropped.
     pub async fn connect(config: RedisBusConfig) -> Result<Self, BusError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| BusError::Unavailable(format!("invalid redis url {:?}: {e}", config.url)))?;
-        let mut pool_config = deadpool_redis::Config::from_url(config.url.as_str());
-        let mut pool_settings = deadpool_redis::PoolConfig::new(config.pool_size.max(1));
         let request_timeout = config.request_timeout.max(Duration::from_millis(1));
-        pool_settings.timeouts.wait = Some(request_timeout);
-        pool_settings.timeouts.create = Some(request_timeout);
-        pool_settings.timeouts.recycle = Some(request_timeout);
-        pool_config.pool = Some(pool_settings);
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| BusError::Unavailable(format!("cannot create redis pool: {e}")))?;
+        let deployment = Deployment::detect(&config.url, request_timeout).await?;
+        let commands = match &deployment {
+            Deployment::Node(_) => {
+                let mut pool_config = deadpool_redis::Config::from_url(config.url.trim());
+                let mut pool_settings = deadpool_redis::PoolConfig::new(config.pool_size.max(1));
+                pool_settings.timeouts.wait = Some(request_timeout);
+                pool_settings.timeouts.create = Some(request_timeout);
+                pool_settings.timeouts.recycle = Some(request_timeout);
+                pool_config.pool = Some(pool_settings);
+                Commands::Pool(
+                    pool_config
+                        .create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| BusError::Unavailable(format!("cannot create redis pool: {e}")))?,
+                )
+            }
+            Deployment::Cluster { client, .. } => Commands::Cluster(
+                crate::deadline::within(request_timeout, client.get_async_connection())
+                    .await
+                    .map_err(|err| BusError::from(err).read())?,
+            ),
+        };
+        let replicas_to_ack = config.replicas_to_ack.unwrap_or(if deployment.is_cluster() { 1 } else { 0 });
 
         let (listener, requests) = mpsc::unbounded_channel();
         let keys = Keys::new(config.prefix.clone());
@@ -154,8 +212,9 @@ impl RedisBus {
         let link = Arc::new(Link::new());
         let bus = Self {
             inner: Arc::new(Inner {
-                pool,
-                client: client.clone(),
+                commands,
+                deployment: deployment.clone(),
+                replicas_to_ack,
                 keys: keys.clone(),
                 request_timeout,
                 configured_history_len: config.history_len.max(1),
@@ -174,7 +233,7 @@ impl RedisBus {
         bus.inner.claim_history_len().await?;
         tokio::spawn(renew_history_len_claim(Arc::downgrade(&bus.inner)));
         let pubsub = PubSubLink {
-            client,
+            deployment,
             keys,
             router,
             link: link.clone(),
@@ -192,24 +251,24 @@ impl RedisBus {
         Ok(bus)
     }
 
-    /// The connection pool, for other crates' scripts (see [`redis_lua`]).
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
-    }
-
-    /// A new multiplexed connection to the bus's Redis, outside the pool,
-    /// driven by a task on the calling thread's runtime: a thread that keeps
-    /// one for itself sends commands and receives answers without waking
-    /// another thread (each actix worker runs its own runtime).
+    /// A new connection to the bus's Redis for commands and scripts, outside
+    /// the bus's own: on a single server a multiplexed connection, on a
+    /// cluster a cluster connection. It is driven by a task on the calling
+    /// thread's runtime: a thread that keeps one for itself sends commands
+    /// and receives answers without waking another thread (each actix
+    /// worker runs its own runtime).
     ///
     /// # Errors
     ///
     /// [`BusError::Unavailable`] when Redis does not answer within
     /// `redis.request_timeout`.
-    pub async fn open_connection(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
-        crate::deadline::within(self.inner.request_timeout, self.inner.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|err| BusError::from(err).read())
+    pub async fn open_connection(&self) -> Result<RedisConnection, BusError> {
+        self.inner.deployment.connect(self.inner.request_timeout).await
+    }
+
+    /// Whether the bus runs on a Redis Cluster (detected on connect).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.deployment.is_cluster()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -217,7 +276,8 @@ impl RedisBus {
     }
 
     /// The deadline of every request (`redis.request_timeout`), for other
-    /// crates' calls on [`pool`](Self::pool) connections (see
+    /// crates' calls on [`open_connection`](Self::open_connection)
+    /// connections (see
     /// [`deadline::within`](crate::deadline::within)).
     pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
@@ -257,13 +317,61 @@ impl Inner {
         Ok(())
     }
 
-    /// A pooled connection for one request (the pool's own wait and create
+    /// Runs `write` (a publish script) on `conn`, then, when
+    /// `redis.replicas_to_ack` asks for it, `WAIT`s on the same connection
+    /// (on a cluster: on the master of `channel`'s slot) until that many
+    /// replicas have it or half the request deadline has passed. Returns
+    /// the write's answer and how many replicas confirmed (`usize::MAX`
+    /// when none was asked for).
+    async fn replicated<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Lease,
+        channel: &Channel,
+        write: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<(T, usize)> {
+        let answer = write.invoke_async(conn).await?;
+        if self.replicas_to_ack == 0 {
+            return Ok((answer, usize::MAX));
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas_to_ack).arg(u64::try_from((self.request_timeout / 2).as_millis()).unwrap_or(1000));
+        let acked = match conn {
+            Lease::Pooled(conn) => wait.query_async(conn).await?,
+            Lease::Cluster(conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let slot = crate::connection::slot(&self.keys.live(channel));
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                redis::from_redis_value(conn.route_command(wait, RoutingInfo::SingleNode(route)).await?)?
+            }
+        };
+        Ok((answer, acked))
+    }
+
+    /// An error when fewer replicas than `redis.replicas_to_ack` confirmed
+    /// a publish: it is published (and may have been delivered), but a
+    /// failover may lose it.
+    fn check_replicated(&self, acked: usize) -> Result<(), BusError> {
+        if acked >= self.replicas_to_ack {
+            return Ok(());
+        }
+        link::count_error("publish");
+        Err(BusError::OutcomeUnknown(format!(
+            "published, but {acked} of the {} replicas asked for (redis.replicas_to_ack) confirmed it in time: a \
+             failover may lose it",
+            self.replicas_to_ack
+        )))
+    }
+
+    /// A connection for one request (the pool's own wait and create
     /// timeouts bound this; nothing has been sent when it fails).
-    async fn conn(&self, op: &'static str) -> Result<deadpool_redis::Connection, BusError> {
-        self.pool.get().await.map_err(|e| {
-            link::count_error(op);
-            BusError::from(e)
-        })
+    async fn conn(&self, op: &'static str) -> Result<Lease, BusError> {
+        match &self.commands {
+            Commands::Pool(pool) => pool.get().await.map(Lease::Pooled).map_err(|e| {
+                link::count_error(op);
+                BusError::from(e)
+            }),
+            Commands::Cluster(conn) => Ok(Lease::Cluster(conn.clone())),
+        }
     }
 }
 
@@ -364,7 +472,9 @@ impl Bus for RedisBus {
         let mut invocation = inner.publish.key(&keys[..]);
         invocation.arg(inner.history_len.load(Ordering::Relaxed)).arg(&draft_json).arg(redis_lua::epoch_candidate());
         let conn = inner.conn("publish").await?;
-        let position: String = within_deadline!(inner, "publish", conn, invocation.invoke_async(&mut *conn))?;
+        let (position, acked): (String, usize) =
+            within_deadline!(inner, "publish", conn, inner.replicated(&mut conn, channel, &invocation))?;
+        inner.check_replicated(acked)?;
         Ok(draft.into_event(channel.clone(), parse_position(channel, &position)?))
     }
 
@@ -381,7 +491,7 @@ impl Bus for RedisBus {
             inner.keys.hist(channel),
             inner.keys.live(channel),
             inner.keys.epoch(channel),
-            inner.keys.idempotency(key),
+            inner.keys.idempotency(channel, key),
         ];
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut invocation = inner.publish_once.key(&keys[..]);
@@ -391,8 +501,9 @@ impl Bus for RedisBus {
             .arg(redis_lua::epoch_candidate())
             .arg(ttl_ms);
         let conn = inner.conn("publish").await?;
-        let (duplicate, position): (u8, String) =
-            within_deadline!(inner, "publish", conn, invocation.invoke_async(&mut *conn))?;
+        let ((duplicate, position), acked): ((u8, String), usize) =
+            within_deadline!(inner, "publish", conn, inner.replicated(&mut conn, channel, &invocation))?;
+        inner.check_replicated(acked)?;
         Ok(Publication { id: parse_position(channel, &position)?, duplicate: duplicate == 1 })
     }
 
@@ -456,13 +567,26 @@ async fn renew_history_len_claim(inner: Weak<Inner>) {
 /// replaces the connection when it drops or goes silent. After a
 /// reconnection every subscription fills what it missed from history.
 ///
+/// Live messages use sharded pub/sub (`SSUBSCRIBE`, published with
+/// `SPUBLISH`), on a single server as on a cluster: one RESP3 connection
+/// whose pushes carry the messages. On a cluster it is a cluster
+/// connection, which subscribes each channel on the master of its slot.
+/// The connection is replaced as a whole (every channel fills from
+/// history) when any part of it is lost: a node's connection dropped (a
+/// failover), a ping unanswered, or the server unsubscribed a channel
+/// itself (its slot moved to another master). redis-rs would resubscribe
+/// some of these by itself, but not after every failover, and a
+/// server-initiated `sunsubscribe` is taken by redis-rs for the answer to
+/// whatever request is in flight on that node's connection, so that
+/// connection cannot be trusted any more.
+///
 /// A connection can stay open yet move no bytes (a partition, or a failover
 /// that leaves the old primary unreachable): nothing on it fails, it is just
-/// quiet. So it is pinged every `ping_interval` (Redis answers `PING` on a
-/// subscribed connection), and a ping or subscribe unanswered within
-/// `ping_timeout` counts as a dropped connection.
+/// quiet. So it is pinged every `ping_interval` (every master, on a
+/// cluster), and a ping or subscribe unanswered within `ping_timeout` counts
+/// as a dropped connection.
 struct PubSubLink {
-    client: redis::Client,
+    deployment: Deployment,
     keys: Keys,
     router: Arc<Router>,
     link: Arc<Link>,
@@ -479,12 +603,16 @@ enum Ended {
     Lost(String),
 }
 
+/// What the pub/sub connection receives: messages, subscription changes
+/// and disconnections, as RESP3 pushes.
+type Pushes = mpsc::UnboundedReceiver<redis::PushInfo>;
+
 impl PubSubLink {
     async fn run(self, mut requests: mpsc::UnboundedReceiver<Converge>) {
         let mut failures: u32 = 0;
         let mut connected_before = false;
         loop {
-            let (sink, stream) = match self.connect().await {
+            let (conn, pushes) = match self.connect().await {
                 Ok(parts) => parts,
                 Err(err) => {
                     if failures == 0 {
@@ -519,7 +647,7 @@ impl PubSubLink {
             connected_before = true;
             failures = 0;
 
-            let ended = self.serve(sink, stream, &mut requests).await;
+            let ended = self.serve(conn, pushes, &mut requests).await;
             self.link.set(LinkState::Down);
             match ended {
                 Ended::BusGone => return,
@@ -531,18 +659,16 @@ impl PubSubLink {
         }
     }
 
-    async fn connect(&self) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), BusError> {
-        let pubsub = tokio::time::timeout(self.request_timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| BusError::Unavailable("timed out connecting to redis".into()))??;
-        let (mut sink, stream) = pubsub.split();
+    async fn connect(&self) -> Result<(RedisConnection, Pushes), BusError> {
+        let (sender, pushes) = mpsc::unbounded_channel();
+        let mut conn = self.deployment.connect_pushing(self.request_timeout, sender).await?;
         let channels: Vec<String> = self.router.channels().iter().map(|c| self.keys.live(c)).collect();
         if !channels.is_empty() {
-            tokio::time::timeout(self.ping_timeout, sink.subscribe(channels))
+            tokio::time::timeout(self.ping_timeout, conn.ssubscribe(&channels))
                 .await
                 .map_err(|_| BusError::Unavailable("redis did not confirm the subscriptions in time".into()))??;
         }
-        Ok((sink, stream))
+        Ok((conn, pushes))
     }
 
     /// Runs one connection until it is lost, silent, or the bus is dropped.
@@ -552,8 +678,8 @@ impl PubSubLink {
     /// stream, so a slow answer delays no channel's events.
     async fn serve(
         &self,
-        sink: redis::aio::PubSubSink,
-        mut stream: redis::aio::PubSubStream,
+        conn: RedisConnection,
+        mut pushes: Pushes,
         requests: &mut mpsc::UnboundedReceiver<Converge>,
     ) -> Ended {
         let mut subscribed: HashSet<Channel> = self.router.channels().into_iter().collect();
@@ -563,6 +689,9 @@ impl PubSubLink {
         let mut ping_due = false;
         let mut waiting: VecDeque<Converge> = VecDeque::new();
         let mut in_flight: Option<InFlightOp> = None;
+        // The channel of the subscribe or unsubscribe in flight: its own
+        // confirmation arrives as a push too.
+        let mut changing: Option<Channel> = None;
         loop {
             while in_flight.is_none() {
                 if let Some(request) = waiting.pop_front() {
@@ -576,17 +705,31 @@ impl PubSubLink {
                             continue;
                         }
                     };
-                    in_flight = Some(self.start(sink.clone(), Some(request), change));
+                    changing = Some(channel);
+                    in_flight = Some(self.start(conn.clone(), Some(request), change));
                 } else if std::mem::take(&mut ping_due) {
-                    in_flight = Some(self.start(sink.clone(), None, Change::Ping));
+                    in_flight = Some(self.start(conn.clone(), None, Change::Ping));
                 } else {
                     break;
                 }
             }
             tokio::select! {
-                message = stream.next() => {
-                    let Some(message) = message else { return Ended::Lost("connection closed".into()) };
-                    deliver(&self.keys, &self.router, &message);
+                push = pushes.recv() => {
+                    let Some(push) = push else { return Ended::Lost("connection closed".into()) };
+                    match push.kind {
+                        redis::PushKind::SMessage => deliver(&self.keys, &self.router, &push.data),
+                        redis::PushKind::Disconnection => return Ended::Lost("connection closed".into()),
+                        redis::PushKind::SUnsubscribe => {
+                            let channel = push.data.first().and_then(|name| self.channel_of(name));
+                            if let Some(channel) = channel
+                                && changing.as_ref() != Some(&channel)
+                                && subscribed.contains(&channel)
+                            {
+                                return Ended::Lost(format!("redis unsubscribed {channel} (its slot moved)"));
+                            }
+                        }
+                        _ => {}
+                    }
                 }
                 // A ping while another request waits would prove nothing new.
                 _ = ping.tick() => ping_due = in_flight.is_none(),
@@ -596,6 +739,7 @@ impl PubSubLink {
                 },
                 (request, change, result) = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                     in_flight = None;
+                    changing = None;
                     if let Err(err) = result {
                         let why = err.to_string();
                         if let Some(request) = request {
@@ -616,17 +760,26 @@ impl PubSubLink {
         }
     }
 
+    fn channel_of(&self, name: &redis::Value) -> Option<Channel> {
+        match name {
+            redis::Value::BulkString(bytes) => {
+                std::str::from_utf8(bytes).ok().and_then(|n| self.keys.channel_of_live(n))
+            }
+            _ => None,
+        }
+    }
+
     /// Sends one request on the pub/sub connection; its future completes
     /// with Redis's confirmation, or an error after `ping_timeout`.
-    fn start(&self, mut sink: redis::aio::PubSubSink, request: Option<Converge>, change: Change) -> InFlightOp {
+    fn start(&self, mut conn: RedisConnection, request: Option<Converge>, change: Change) -> InFlightOp {
         let timeout = self.ping_timeout;
         let live = request.as_ref().map(|r| self.keys.live(&r.channel));
         Box::pin(async move {
             let sent = async {
                 match (change, live) {
-                    (Change::Subscribe, Some(live)) => sink.subscribe(live).await,
-                    (Change::Unsubscribe, Some(live)) => sink.unsubscribe(live).await,
-                    _ => sink.ping::<redis::Value>().await.map(drop),
+                    (Change::Subscribe, Some(live)) => conn.ssubscribe(&[live]).await,
+                    (Change::Unsubscribe, Some(live)) => conn.sunsubscribe(&[live]).await,
+                    _ => conn.ping_all().await,
                 }
             };
             let result = match tokio::time::timeout(timeout, sent).await {
@@ -658,12 +811,24 @@ fn answer(request: Converge, result: Result<(), BusError>) {
     }
 }
 
-fn deliver(keys: &Keys, router: &Router, message: &redis::Msg) {
-    let Some(channel) = keys.channel_of_live(message.get_channel_name()) else {
-        tracing::warn!(channel = message.get_channel_name(), "live message on an unexpected channel");
+/// Hands a live message (the data of an `smessage` push: channel name and
+/// payload) to the router.
+fn deliver(keys: &Keys, router: &Router, data: &[redis::Value]) {
+    fn bytes(value: Option<&redis::Value>) -> Option<&[u8]> {
+        match value {
+            Some(redis::Value::BulkString(bytes)) => Some(bytes.as_slice()),
+            _ => None,
+        }
+    }
+    let (Some(name), Some(payload)) = (bytes(data.first()), bytes(data.get(1))) else {
+        tracing::warn!("dropping a live message that is not `[channel, payload]`");
         return;
     };
-    let payload = message.get_payload_bytes();
+    let name = String::from_utf8_lossy(name);
+    let Some(channel) = keys.channel_of_live(&name) else {
+        tracing::warn!(channel = %name, "live message on an unexpected channel");
+        return;
+    };
     let decoded = std::str::from_utf8(payload)
         .ok()
         .and_then(|text| text.split_once(' '))

@@ -4,6 +4,12 @@
 use pulse_protocol::{Channel, Epoch, EventDraft};
 
 /// Key and channel names under the configured prefix (default `pulse:`).
+///
+/// Every key of a channel carries the channel's hash tag `{ch:<channel>}`,
+/// so that on a Redis Cluster they all live in one hash slot (a script may
+/// only touch keys of one slot) and the channel's live messages are
+/// published on the master that holds its history. One layout serves both
+/// deployments: on a single server the braces are just characters.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -14,24 +20,33 @@ impl Keys {
         Self { prefix: prefix.into() }
     }
 
-    /// `{prefix}hist:{channel}`: the channel's capped history stream.
-    pub fn hist(&self, channel: &Channel) -> String {
-        format!("{}hist:{}", self.prefix, channel)
-    }
-
-    /// `{prefix}epoch:{channel}`: the [`Epoch`] of the channel's history.
-    pub fn epoch(&self, channel: &Channel) -> String {
-        format!("{}epoch:{}", self.prefix, channel)
-    }
-
-    /// `{prefix}idem:{key}`: an idempotency key of a publish.
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("{}idem:{}", self.prefix, key)
-    }
-
-    /// `{prefix}ch:{channel}`: the channel's live pub/sub channel.
+    /// `{prefix}{ch:<channel>}`: the channel's live (sharded) pub/sub
+    /// channel, and the start of every key of the channel.
     pub fn live(&self, channel: &Channel) -> String {
-        format!("{}ch:{}", self.prefix, channel)
+        format!("{}{{ch:{}}}", self.prefix, channel)
+    }
+
+    /// `{prefix}{ch:<channel>}:{suffix}`: a key in the channel's hash slot,
+    /// for state that a script changes together with the channel's history.
+    pub fn channel_key(&self, channel: &Channel, suffix: &str) -> String {
+        format!("{}:{}", self.live(channel), suffix)
+    }
+
+    /// `{prefix}{ch:<channel>}:hist`: the channel's capped history stream.
+    pub fn hist(&self, channel: &Channel) -> String {
+        self.channel_key(channel, "hist")
+    }
+
+    /// `{prefix}{ch:<channel>}:epoch`: the [`Epoch`] of the channel's history.
+    pub fn epoch(&self, channel: &Channel) -> String {
+        self.channel_key(channel, "epoch")
+    }
+
+    /// `{prefix}{ch:<channel>}:idem:{key}`: an idempotency key of a publish
+    /// on `channel`, in the channel's slot so the publish script can check
+    /// and record it.
+    pub fn idempotency(&self, channel: &Channel, key: &str) -> String {
+        self.channel_key(channel, &format!("idem:{key}"))
     }
 
     /// `{prefix}{suffix}`: any other key of Pulse.
@@ -41,7 +56,10 @@ impl Keys {
 
     /// The channel a live pub/sub channel name belongs to.
     pub fn channel_of_live(&self, live: &str) -> Option<Channel> {
-        live.strip_prefix(&self.prefix)?.strip_prefix("ch:").and_then(|name| Channel::parse(name).ok())
+        live.strip_prefix(&self.prefix)?
+            .strip_prefix("{ch:")?
+            .strip_suffix('}')
+            .and_then(|name| Channel::parse(name).ok())
     }
 
     pub fn prefix(&self) -> &str {
@@ -53,7 +71,9 @@ impl Keys {
 /// epoch_key, epoch_candidate, maxlen, draft_json)`, which appends to the
 /// capped history stream and publishes live in one step, starting a new
 /// epoch when the history does not exist, and returns the new position
-/// (`<epoch>:<stream id>`). Prepend it to a script that changes state and
+/// (`<epoch>:<stream id>`). The live copy goes out with `SPUBLISH`
+/// (sharded pub/sub: on a cluster, from the master of the channel's slot).
+/// Prepend it to a script that changes state and
 /// publishes, so both happen atomically. Pass the keys of
 /// [`Keys::hist`], [`Keys::live`] and [`Keys::epoch`], and an
 /// [`epoch_candidate`].
@@ -93,4 +113,25 @@ pub fn epoch_candidate() -> String {
 /// the live message carries after the id.
 pub fn encode_draft(draft: &EventDraft) -> String {
     serde_json::to_string(draft).unwrap_or_else(|e| unreachable!("event draft serialises: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_channel_is_in_its_slot() {
+        let keys = Keys::new("pulse:");
+        let ch = Channel::parse("agent:web-1").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(keys.live(&ch), "pulse:{ch:agent:web-1}");
+        assert_eq!(keys.hist(&ch), "pulse:{ch:agent:web-1}:hist");
+        assert_eq!(keys.epoch(&ch), "pulse:{ch:agent:web-1}:epoch");
+        assert_eq!(keys.idempotency(&ch, "publish:k"), "pulse:{ch:agent:web-1}:idem:publish:k");
+        let slot = crate::connection::slot(&keys.live(&ch));
+        for key in [keys.hist(&ch), keys.epoch(&ch), keys.idempotency(&ch, "x")] {
+            assert_eq!(crate::connection::slot(&key), slot, "{key}");
+        }
+        assert_eq!(keys.channel_of_live(&keys.live(&ch)), Some(ch));
+        assert_eq!(keys.channel_of_live("other:{ch:a}"), None);
+    }
 }

@@ -100,7 +100,10 @@ pub mod duration {
 #[serde(default)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port/db`; the credentials are never
-    /// logged.
+    /// logged. For a Redis Cluster, the URL of any node, or a
+    /// comma-separated list of several (seeds: the first that answers
+    /// tells the cluster's topology). Whether it is a cluster is detected
+    /// on connect (`INFO cluster`).
     pub url: String,
     /// Prefix of every key and channel name, so several installations can
     /// share one Redis.
@@ -126,6 +129,12 @@ pub struct RedisSettings {
     /// of every bus and store call. Services answer 503 then.
     #[serde(deserialize_with = "duration::deserialize")]
     pub request_timeout: Duration,
+    /// Replicas that must have an event before its publish is answered
+    /// (`WAIT <n> <request_timeout>` after the publish script). A publish
+    /// that fewer replicas confirm in time fails with an unknown outcome
+    /// (it is published, but a failover may lose it). Unset: 1 on a Redis
+    /// Cluster, 0 (no wait) on a single server. 0 turns it off.
+    pub replicas_to_ack: Option<usize>,
 }
 
 impl Default for RedisSettings {
@@ -138,6 +147,7 @@ impl Default for RedisSettings {
             ping_interval: Duration::from_secs(1),
             ping_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
+            replicas_to_ack: None,
         }
     }
 }
@@ -152,6 +162,7 @@ impl fmt::Debug for RedisSettings {
             .field("ping_interval", &self.ping_interval)
             .field("ping_timeout", &self.ping_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("replicas_to_ack", &self.replicas_to_ack)
             .finish()
     }
 }

@@ -1,18 +1,19 @@
 #![allow(clippy::unwrap_used)]
-//! One suite of behaviours, run against both bus implementations.
+//! One suite of behaviours, run against every bus implementation: memory,
+//! one Redis server, and a Redis Cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_bus::{Bus, BusMessage, HistoryPages, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig, Subscription};
 use pulse_protocol::{Channel, Epoch, Event, EventDraft, EventType, Offset, Position};
-use pulse_testkit::{DEADLINE, RedisServer, within};
+use pulse_testkit::{DEADLINE, RedisCluster, RedisServer, within};
 use serde_json::json;
 
 /// A bus under test, keeping its Redis (if any) alive.
 struct Harness {
     bus: Arc<dyn Bus>,
-    _redis: Option<RedisServer>,
+    _redis: Option<Box<dyn std::any::Any + Send>>,
 }
 
 async fn memory(history_len: usize) -> Harness {
@@ -22,7 +23,19 @@ async fn memory(history_len: usize) -> Harness {
 async fn redis(history_len: usize) -> Harness {
     let server = RedisServer::start().await.unwrap();
     let config = RedisBusConfig { url: server.url(), history_len, ..RedisBusConfig::default() };
-    Harness { bus: Arc::new(RedisBus::connect(config).await.unwrap()), _redis: Some(server) }
+    Harness { bus: Arc::new(RedisBus::connect(config).await.unwrap()), _redis: Some(Box::new(server)) }
+}
+
+/// On the cluster shared by this binary's tests, each under a key prefix of
+/// its own.
+async fn cluster(history_len: usize) -> Harness {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let cluster = RedisCluster::shared().await.unwrap();
+    let prefix = format!("t{}:", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let config = RedisBusConfig { url: cluster.url(), prefix, history_len, ..RedisBusConfig::default() };
+    let bus = RedisBus::connect(config).await.unwrap();
+    assert!(bus.is_cluster());
+    Harness { bus: Arc::new(bus), _redis: Some(Box::new(cluster)) }
 }
 
 fn channel(name: &str) -> Channel {
@@ -52,6 +65,9 @@ macro_rules! conformance {
         }
         mod on_redis {
             $(#[tokio::test] async fn $name() { super::$name(super::redis($history_len).await).await })*
+        }
+        mod on_cluster {
+            $(#[tokio::test] async fn $name() { super::$name(super::cluster($history_len).await).await })*
         }
     };
 }

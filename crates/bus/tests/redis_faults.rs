@@ -129,7 +129,7 @@ async fn lost_history_starts_a_new_epoch() {
         let Some(loss) = losses.pop() else { break };
         match loss {
             "del" => {
-                let _: u64 = server.cmd(&["DEL", "pulse:hist:c"]).await.unwrap();
+                let _: u64 = server.cmd(&["DEL", &bus.keys().hist(&ch)]).await.unwrap();
             }
             "flushall" => {
                 let _: String = server.cmd(&["FLUSHALL"]).await.unwrap();
@@ -145,7 +145,7 @@ async fn lost_history_starts_a_new_epoch() {
         assert!(resumed.truncated, "after {loss}, a position of the lost history cannot be continued");
         assert_eq!(resumed.events.len(), 1, "the new history holds D alone");
         assert_eq!(resumed.head, d);
-        let _: u64 = server.cmd(&["DEL", "pulse:hist:c"]).await.unwrap();
+        let _: u64 = server.cmd(&["DEL", &bus.keys().hist(&ch)]).await.unwrap();
     }
     epochs.sort_by_key(|e| e.as_u64());
     epochs.dedup();
@@ -268,7 +268,7 @@ async fn corrupt_history_is_a_typed_error() {
     let bus = bus(&server).await;
     let ch = channel("reports");
     bus.publish(&ch, draft(1)).await.unwrap();
-    let _: String = server.cmd(&["XADD", "pulse:hist:reports", "*", "e", "{not json"]).await.unwrap();
+    let _: String = server.cmd(&["XADD", &bus.keys().hist(&ch), "*", "e", "{not json"]).await.unwrap();
     let err = bus.history(&ch, Position::ZERO, 10).await.unwrap_err();
     assert!(matches!(err, BusError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("reports"), "{err}");

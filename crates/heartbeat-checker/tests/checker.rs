@@ -172,12 +172,13 @@ async fn the_checker_publishes_events_a_stopped_process_left_behind() -> anyhow:
 
     let (ingest, _) = redis_replica_in(&server, Layout::Partitioned).await?;
     // Every publish on `agents` fails while its history key has the wrong type.
-    let _: () = server.cmd(&["SET", "pulse:hist:agents", "not a stream"]).await?;
+    let agents = Channel::well_known(Channel::AGENTS);
+    let hist = pulse_bus::redis_lua::Keys::new("pulse:").hist(&agents);
+    let _: () = server.cmd(&["SET", &hist, "not a stream"]).await?;
     ensure!(ingest.apply_heartbeat(&id("web-1"), timestamp::now(), None).await.is_err(), "the publish failed");
     drop(ingest);
-    let _: u64 = server.cmd(&["DEL", "pulse:hist:agents"]).await?;
+    let _: u64 = server.cmd(&["DEL", &hist]).await?;
 
-    let agents = Channel::well_known(Channel::AGENTS);
     wait_until("the checker publishes the left-behind event", DEADLINE, || {
         let (bus, agents) = (bus.clone(), agents.clone());
         async move { bus.history(&agents, Position::ZERO, 10).await.is_ok_and(|h| !h.events.is_empty()) }

@@ -68,15 +68,20 @@ async fn queued(server: &RedisServer) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// The key of `channel`'s history stream.
+fn hist_key(channel: &str) -> anyhow::Result<String> {
+    Ok(pulse_bus::redis_lua::Keys::new("pulse:").hist(&Channel::parse(channel)?))
+}
+
 /// Makes every publish on `channel` fail (its history key has the wrong
 /// type) until [`unblock`] runs.
 async fn block(server: &RedisServer, channel: &str) -> anyhow::Result<()> {
-    let _: () = server.cmd(&["SET", &format!("pulse:hist:{channel}"), "not a stream"]).await?;
+    let _: () = server.cmd(&["SET", &hist_key(channel)?, "not a stream"]).await?;
     Ok(())
 }
 
 async fn unblock(server: &RedisServer, channel: &str) -> anyhow::Result<()> {
-    let _: u64 = server.cmd(&["DEL", &format!("pulse:hist:{channel}")]).await?;
+    let _: u64 = server.cmd(&["DEL", &hist_key(channel)?]).await?;
     Ok(())
 }
 

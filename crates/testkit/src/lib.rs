@@ -3,6 +3,10 @@
 //! - [`RedisServer`]: a private `redis-server` on a free loopback port for one
 //!   test, stopped when dropped (also on panic), which can be stopped,
 //!   restarted on the same port, or have its clients killed to inject faults.
+//! - [`RedisCluster`]: a private six-node Redis Cluster (three masters with
+//!   a replica each), shared by the tests of a binary or started by one
+//!   test of its own, which can lose a master (and fail over) or move a
+//!   slot to another master while a test runs.
 //! - [`WsClient`]: a real WebSocket client speaking the browser protocol.
 //! - [`TcpProxy`]: a TCP forwarder that can freeze (stop moving bytes, keep
 //!   the sockets) or cut its connections, for partitions and failovers.
@@ -13,6 +17,7 @@
 //! measured in seconds and fails with a message saying what did not happen.
 
 mod proxy;
+mod redis_cluster;
 mod redis_server;
 mod ws;
 
@@ -21,6 +26,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 pub use proxy::TcpProxy;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use ws::WsClient;
 

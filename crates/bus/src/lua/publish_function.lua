@@ -1,5 +1,7 @@
 -- Appends `draft_json` to the capped history stream `hist_key` and publishes
--- "<epoch>:<id> <draft_json>" on `live_key`, so the live copy and the history
+-- "<epoch>:<id> <draft_json>" on the sharded pub/sub channel `live_key`
+-- (`SPUBLISH`: on a Redis Cluster the keys and the channel share one hash
+-- slot, so this runs on its master), so the live copy and the history
 -- copy carry the same position. Returns the position "<epoch>:<id>".
 --
 -- `epoch_key` holds the identity of the channel's history. A history that
@@ -31,6 +33,6 @@ local function pulse_publish(hist_key, live_key, epoch_key, epoch_candidate, max
     redis.call('XSETID', hist_key, id, 'MAXDELETEDID', trimmed[#trimmed][1])
   end
   local position = epoch .. ':' .. id
-  redis.call('PUBLISH', live_key, position .. ' ' .. draft_json)
+  redis.call('SPUBLISH', live_key, position .. ' ' .. draft_json)
   return position
 end

@@ -2,8 +2,8 @@
 
 use std::future::Future;
 
+use pulse_bus::RedisConnection;
 use pulse_bus::deadline;
-use redis::aio::MultiplexedConnection;
 
 use super::RedisStore;
 use crate::StoreError;
@@ -23,17 +23,17 @@ use crate::StoreError;
 #[derive(Default)]
 pub(super) struct SharedConnection {
     /// At most one entry per thread (the workers of a process: a handful).
-    current: std::sync::Mutex<Vec<(std::thread::ThreadId, MultiplexedConnection)>>,
+    current: std::sync::Mutex<Vec<(std::thread::ThreadId, RedisConnection)>>,
 }
 
 impl SharedConnection {
-    fn current(&self) -> std::sync::MutexGuard<'_, Vec<(std::thread::ThreadId, MultiplexedConnection)>> {
+    fn current(&self) -> std::sync::MutexGuard<'_, Vec<(std::thread::ThreadId, RedisConnection)>> {
         // Entries are only ever added or removed whole: a panic elsewhere
         // cannot leave one half-written.
         self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn get(&self, bus: &pulse_bus::RedisBus) -> Result<MultiplexedConnection, StoreError> {
+    async fn get(&self, bus: &pulse_bus::RedisBus) -> Result<RedisConnection, StoreError> {
         let thread = std::thread::current().id();
         if let Some((_, connection)) = self.current().iter().find(|(t, _)| *t == thread) {
             return Ok(connection.clone());
@@ -57,7 +57,7 @@ impl SharedConnection {
 }
 
 impl RedisStore {
-    pub(super) async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+    pub(super) async fn conn(&self) -> Result<RedisConnection, StoreError> {
         self.connection.get(&self.bus).await
     }
 

@@ -30,8 +30,8 @@ pub enum Layout {
 impl Layout {
     /// The layout `bus`'s Redis needs: [`Layout::Single`] on a single
     /// Redis, [`Layout::Partitioned`] on a cluster.
-    pub fn for_bus(_bus: &pulse_bus::RedisBus) -> Self {
-        Self::Single
+    pub fn for_bus(bus: &pulse_bus::RedisBus) -> Self {
+        if bus.is_cluster() { Self::Partitioned } else { Self::Single }
     }
 }
 

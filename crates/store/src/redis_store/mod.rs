@@ -18,11 +18,11 @@
 //! | `{prefix}dedupe:{report_id}` | `{prefix}{agents:b}:dedupe:{report_id}` | string with TTL | the agent id of a report applied less than [`StoreSettings::dedupe_ttl`] ago: a retry is a duplicate |
 //! | — | `{prefix}{agents:b}:outbox` | stream | events of changes made but not yet published (see the `outbox` module) |
 //! | — | `{prefix}{agents:b}:pending` | hash | agent id → its latest outbox entry not yet published |
-//! | — | `{prefix}outbox:{channel}` | hash | agent id → the agent's latest outbox entry published on the channel, and the positions it was given |
+//! | — | `{prefix}{ch:<channel>}:outbox` | hash | agent id → the agent's latest outbox entry published on the channel, and the positions it was given |
 //! | `{prefix}idem:{key}` | the same | string with TTL | an idempotency key of the publish API, claimed for the TTL its claimer gave |
 //!
-//! Events go through the bus keys (`{prefix}hist:{channel}`,
-//! `{prefix}ch:{channel}`), written by the bus's own publish function: from
+//! Events go through the bus keys (`{prefix}{ch:<channel>}:hist`, …),
+//! written by the bus's own publish function: from
 //! inside the script that makes a change (single), or from the bucket's
 //! outbox right after it, exactly once and in order (partitioned).
 //!

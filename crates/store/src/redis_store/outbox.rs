@@ -123,7 +123,7 @@ fn agent_of(fields: &[String]) -> String {
 impl RedisStore {
     /// Key of a channel's outbox marks: in the channel's hash slot.
     fn marker_key(&self, channel: &Channel) -> String {
-        self.bus_keys().key(&format!("outbox:{channel}"))
+        self.bus_keys().channel_key(channel, "outbox")
     }
 
     /// Publishes a change's queued entry `own` of `bucket`, after the
