@@ -13,7 +13,7 @@ use pulse_protocol::probe::{AgentStatus, AgentStatusChange};
 use pulse_protocol::{AgentId, Channel, Position, timestamp};
 use pulse_runtime::Shutdown;
 use pulse_store::{Layout, MemoryStore, RedisStore, Store, StoreSettings};
-use pulse_testkit::{DEADLINE, RedisServer, wait_until};
+use pulse_testkit::{DEADLINE, RedisCluster, RedisServer, wait_until};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -36,15 +36,73 @@ async fn redis_replica(server: &RedisServer) -> anyhow::Result<(Arc<dyn Store>, 
 
 /// The same, with the store in `layout`.
 async fn redis_replica_in(server: &RedisServer, layout: Layout) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    replica_at(server.url(), "pulse:", layout).await
+}
+
+async fn replica_at(url: String, prefix: &str, layout: Layout) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
     let bus = RedisBus::connect(RedisBusConfig {
-        url: server.url(),
-        prefix: "pulse:".into(),
+        url,
+        prefix: prefix.into(),
         history_len: HISTORY,
         pool_size: 4,
         ..RedisBusConfig::default()
     })
     .await?;
     Ok((Arc::new(RedisStore::with_layout(bus.clone(), StoreSettings::default(), layout)), Arc::new(bus)))
+}
+
+/// Where a test's replicas keep their data: a `redis-server` of its own,
+/// or a Redis Cluster (under a key prefix of the test's own when shared).
+enum Place {
+    Server(RedisServer, Layout),
+    Cluster(Arc<RedisCluster>, String),
+}
+
+impl Place {
+    async fn server(layout: Layout) -> anyhow::Result<Self> {
+        Ok(Self::Server(RedisServer::start().await?, layout))
+    }
+
+    async fn shared_cluster() -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let prefix = format!("c{}:", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Ok(Self::Cluster(RedisCluster::shared().await?, prefix))
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            Self::Server(..) => "pulse:",
+            Self::Cluster(_, prefix) => prefix,
+        }
+    }
+
+    /// A store and bus as one replica of a service would have: on a
+    /// cluster, with the layout the store picks for itself.
+    async fn replica(&self) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+        match self {
+            Self::Server(server, layout) => redis_replica_in(server, *layout).await,
+            Self::Cluster(cluster, prefix) => {
+                let bus = RedisBus::connect(RedisBusConfig {
+                    url: cluster.url(),
+                    prefix: prefix.clone(),
+                    history_len: HISTORY,
+                    pool_size: 4,
+                    ..RedisBusConfig::default()
+                })
+                .await?;
+                ensure!(bus.is_cluster());
+                Ok((Arc::new(RedisStore::new(bus.clone(), StoreSettings::default())), Arc::new(bus)))
+            }
+        }
+    }
+
+    /// Runs a command about `key` where `key` lives.
+    async fn cmd<T: redis::FromRedisValue>(&self, key: &str, args: &[&str]) -> anyhow::Result<T> {
+        match self {
+            Self::Server(server, _) => server.cmd(args).await,
+            Self::Cluster(cluster, _) => cluster.cmd(cluster.master_of(key).await?, args).await,
+        }
+    }
 }
 
 /// A checker running in the background until `shutdown`.
@@ -112,28 +170,33 @@ async fn a_silent_agent_is_announced_once_and_not_early() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checkers_announce_each_transition_exactly_once() -> anyhow::Result<()> {
-    checkers_announce_each_transition_exactly_once(Layout::Single).await
+    checkers_announce_each_transition_exactly_once(Place::server(Layout::Single).await?).await
 }
 
 /// The same with agents in buckets and events through the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checkers_announce_each_transition_exactly_once_partitioned() -> anyhow::Result<()> {
-    checkers_announce_each_transition_exactly_once(Layout::Partitioned).await
+    checkers_announce_each_transition_exactly_once(Place::server(Layout::Partitioned).await?).await
 }
 
-async fn checkers_announce_each_transition_exactly_once(layout: Layout) -> anyhow::Result<()> {
+/// The same on a Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkers_announce_each_transition_exactly_once_on_a_cluster() -> anyhow::Result<()> {
+    checkers_announce_each_transition_exactly_once(Place::shared_cluster().await?).await
+}
+
+async fn checkers_announce_each_transition_exactly_once(place: Place) -> anyhow::Result<()> {
     const AGENTS: usize = 300;
-    let server = RedisServer::start().await?;
     let shutdown = Shutdown::new();
     let mut statuses = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let (store, _) = redis_replica_in(&server, layout).await?;
+        let (store, _) = place.replica().await?;
         let (status, task) = spawn_checker(store, quick(), &shutdown);
         statuses.push(status);
         tasks.push(task);
     }
-    let (store, bus) = redis_replica_in(&server, layout).await?;
+    let (store, bus) = place.replica().await?;
     for n in 0..AGENTS {
         store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
     }
@@ -164,20 +227,29 @@ async fn checkers_announce_each_transition_exactly_once(layout: Layout) -> anyho
 /// running checker publishes them, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_publishes_events_a_stopped_process_left_behind() -> anyhow::Result<()> {
-    let server = RedisServer::start().await?;
+    checker_publishes_events_left_behind(Place::server(Layout::Partitioned).await?).await
+}
+
+/// The same on a Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_checker_publishes_events_a_stopped_process_left_behind() -> anyhow::Result<()> {
+    checker_publishes_events_left_behind(Place::shared_cluster().await?).await
+}
+
+async fn checker_publishes_events_left_behind(place: Place) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
-    let (checker_store, bus) = redis_replica_in(&server, Layout::Partitioned).await?;
+    let (checker_store, bus) = place.replica().await?;
     let settings = CheckerSettings { timeout: Duration::from_secs(3600), ..quick() };
     let (mut status, checker) = spawn_checker(checker_store, settings, &shutdown);
 
-    let (ingest, _) = redis_replica_in(&server, Layout::Partitioned).await?;
+    let (ingest, _) = place.replica().await?;
     // Every publish on `agents` fails while its history key has the wrong type.
     let agents = Channel::well_known(Channel::AGENTS);
-    let hist = pulse_bus::redis_lua::Keys::new("pulse:").hist(&agents);
-    let _: () = server.cmd(&["SET", &hist, "not a stream"]).await?;
+    let hist = pulse_bus::redis_lua::Keys::new(place.prefix()).hist(&agents);
+    let _: () = place.cmd(&hist, &["SET", &hist, "not a stream"]).await?;
     ensure!(ingest.apply_heartbeat(&id("web-1"), timestamp::now(), None).await.is_err(), "the publish failed");
     drop(ingest);
-    let _: u64 = server.cmd(&["DEL", &hist]).await?;
+    let _: u64 = place.cmd(&hist, &["DEL", &hist]).await?;
 
     wait_until("the checker publishes the left-behind event", DEADLINE, || {
         let (bus, agents) = (bus.clone(), agents.clone());
