@@ -268,6 +268,76 @@ async fn checker_publishes_events_left_behind(place: Place) -> anyhow::Result<()
     Ok(())
 }
 
+/// Waits until every replica of the cluster has every write its master
+/// has: Redis replicates asynchronously, and a failover loses what the
+/// replica had not received yet.
+async fn wait_replicated(cluster: &RedisCluster) -> anyhow::Result<()> {
+    wait_until("the replicas are in sync", DEADLINE, || async {
+        let Ok(masters) = cluster.masters().await else { return false };
+        for master in masters {
+            let Ok(info) = cluster.cmd::<String>(master, &["INFO", "replication"]).await else { return false };
+            let offset = info.lines().find_map(|l| l.strip_prefix("master_repl_offset:")).map(str::trim);
+            let replica = info
+                .lines()
+                .find(|l| l.starts_with("slave0:"))
+                .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("offset=")));
+            if offset.is_none() || offset != replica {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
+/// A master of the cluster dies while checkers scan: the buckets and
+/// channels it served are unavailable until its replica takes over, the
+/// events of the agents taken offline meanwhile wait in their outboxes, and
+/// in the end every agent is announced offline exactly once, on `agents`
+/// and on its own channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_master_failing_over_loses_no_transition_and_repeats_none() -> anyhow::Result<()> {
+    const AGENTS: usize = 100;
+    let cluster = Arc::new(RedisCluster::start().await?);
+    let place = Place::Cluster(cluster.clone(), "pulse:".into());
+    let shutdown = Shutdown::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (store, _) = place.replica().await?;
+        tasks.push(spawn_checker(store, quick(), &shutdown).1);
+    }
+    let (store, bus) = place.replica().await?;
+    for n in 0..AGENTS {
+        store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
+    }
+    wait_replicated(&cluster).await?;
+    // The master of `agents`: every offline announcement goes there.
+    let agents = Channel::well_known(Channel::AGENTS);
+    cluster.kill_master_of(&pulse_bus::redis_lua::Keys::new("pulse:").hist(&agents)).await?;
+
+    wait_all_offline(&store, AGENTS as u64).await?;
+    wait_until("every agent is announced offline", DEADLINE, || {
+        let bus = bus.clone();
+        async move { offline_announcements(bus.as_ref()).await.is_ok_and(|a| a.len() == AGENTS) }
+    })
+    .await?;
+    shutdown.trigger();
+    for task in tasks {
+        task.await?;
+    }
+    let announced = offline_announcements(bus.as_ref()).await?;
+    let repeated: Vec<_> = announced.iter().filter(|(_, changes)| changes.len() != 1).collect();
+    ensure!(repeated.is_empty(), "announced more than once: {repeated:?}");
+    for n in 0..AGENTS {
+        let channel = Channel::for_agent(&id(&format!("agent-{n}")));
+        let events = bus.history(&channel, Position::ZERO, 10).await?.events;
+        let statuses: Vec<AgentStatus> =
+            events.iter().map(|e| e.payload::<AgentStatusChange>().map(|c| c.new_status)).collect::<Result<_, _>>()?;
+        assert_eq!(statuses, vec![AgentStatus::Online, AgentStatus::Offline], "{channel}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_heard_from_just_before_the_deadline_is_not_flipped() -> anyhow::Result<()> {
     let server = RedisServer::start().await?;

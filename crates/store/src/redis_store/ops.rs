@@ -98,24 +98,35 @@ impl RedisStore {
         Err(self.contention(agent_id))
     }
 
-    /// Reads what a report's plan depends on, in one snapshot: `None` if
-    /// the report is a duplicate.
+    /// Reads what a report's plan depends on: `None` if the report is a
+    /// duplicate. Separate commands, sent together, rather than one
+    /// `MULTI`: a cluster connection does not follow a slot that moved
+    /// (`MOVED`) inside a transaction. The reads need not be one snapshot:
+    /// the compare-and-set refuses a plan made from reads that disagree, and
+    /// the report's id is claimed again by the script.
     async fn read_for_report(
         &self,
         bucket: &Bucket,
         report: &Report,
         fields: &[String],
     ) -> Result<Option<Known>, StoreError> {
-        let dedupe_key = bucket.dedupe(Some(&report.report_id));
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("EXISTS").arg(&dedupe_key).cmd("HGET").arg(&bucket.state).arg(report.agent_id.as_str());
-        let mut conn = self.conn().await?;
-        let (duplicate, state_json, alert_jsons): (bool, Option<String>, Vec<Option<String>>) = if fields.is_empty() {
-            let (duplicate, state_json) = self.call(pipe.query_async(&mut conn)).await?;
-            (duplicate, state_json, Vec::new())
-        } else {
-            self.call(pipe.cmd("HMGET").arg(&bucket.alerts).arg(fields).query_async(&mut conn)).await?
+        let conn = self.conn().await?;
+        let (mut c1, mut c2, mut c3) = (conn.clone(), conn.clone(), conn);
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(bucket.dedupe(Some(&report.report_id)));
+        let mut state = redis::cmd("HGET");
+        state.arg(&bucket.state).arg(report.agent_id.as_str());
+        let mut alerts = redis::cmd("HMGET");
+        alerts.arg(&bucket.alerts).arg(fields);
+        let duplicate = self.call::<bool>(exists.query_async(&mut c1));
+        let state = self.call::<Option<String>>(state.query_async(&mut c2));
+        let alerts = async {
+            if fields.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.call::<Vec<Option<String>>>(alerts.query_async(&mut c3)).await
         };
+        let (duplicate, state_json, alert_jsons) = futures_util::try_join!(duplicate, state, alerts)?;
         if duplicate {
             return Ok(None);
         }
@@ -211,21 +222,19 @@ impl RedisStore {
 
     pub(super) async fn op_alerts(&self) -> Result<AlertsView, StoreError> {
         let keep = self.settings.recent_alerts.max(1);
+        // Two commands per bucket, not a `MULTI` (see `read_for_report`).
         let parts = self
             .each_bucket(|bucket| async move {
-                let mut conn = self.conn().await?;
-                self.call::<(Vec<String>, Vec<String>)>(
-                    redis::pipe()
-                        .atomic()
-                        .cmd("HVALS")
-                        .arg(&bucket.alerts)
-                        .cmd("LRANGE")
-                        .arg(&bucket.recent)
-                        .arg(0)
-                        .arg(keep - 1)
-                        .query_async(&mut conn),
+                let conn = self.conn().await?;
+                let (mut c1, mut c2) = (conn.clone(), conn);
+                let mut open = redis::cmd("HVALS");
+                open.arg(&bucket.alerts);
+                let mut recent = redis::cmd("LRANGE");
+                recent.arg(&bucket.recent).arg(0).arg(keep - 1);
+                futures_util::try_join!(
+                    self.call::<Vec<String>>(open.query_async(&mut c1)),
+                    self.call::<Vec<String>>(recent.query_async(&mut c2)),
                 )
-                .await
             })
             .await?;
         let (open, recent): (Vec<Vec<String>>, Vec<Vec<String>>) = parts.into_iter().unzip();
@@ -447,19 +456,19 @@ impl RedisStore {
     }
 
     pub(super) async fn op_counts(&self) -> Result<AgentCounts, StoreError> {
+        // Two commands per bucket, not a `MULTI` (see `read_for_report`).
         let parts = self
             .each_bucket(|bucket| async move {
-                let mut conn = self.conn().await?;
-                self.call::<(u64, u64)>(
-                    redis::pipe()
-                        .atomic()
-                        .cmd("ZCARD")
-                        .arg(&bucket.seen)
-                        .cmd("HLEN")
-                        .arg(&bucket.state)
-                        .query_async(&mut conn),
+                let conn = self.conn().await?;
+                let (mut c1, mut c2) = (conn.clone(), conn);
+                let mut online = redis::cmd("ZCARD");
+                online.arg(&bucket.seen);
+                let mut total = redis::cmd("HLEN");
+                total.arg(&bucket.state);
+                futures_util::try_join!(
+                    self.call::<u64>(online.query_async(&mut c1)),
+                    self.call::<u64>(total.query_async(&mut c2)),
                 )
-                .await
             })
             .await?;
         let (online, total) = parts.iter().fold((0, 0), |(online, total), (o, t)| (online + o, total + t));
