@@ -100,7 +100,8 @@ pub async fn run(config: IngestConfig) -> anyhow::Result<IngestReport> {
         Some(url) => Some(redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?),
         None => None,
     };
-    let stream_key = format!("{}hist:reports", config.prefix);
+    let stream_key =
+        pulse_bus::redis_lua::Keys::new(config.prefix.clone()).hist(&pulse_protocol::Channel::well_known("reports"));
     let redis_pid = match redis.clone() {
         Some(mut conn) => {
             let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;

@@ -149,7 +149,7 @@ struct ReferenceArgs {
     #[arg(long, default_value = "redis://127.0.0.1:6379/")]
     redis_url: String,
     /// Redis pub/sub channel (`{prefix}ch:{channel}` of the Pulse bus).
-    #[arg(long, default_value = "pulse:ch:bench")]
+    #[arg(long, default_value = "pulse:{ch:bench}")]
     redis_channel: String,
     /// Frames queued per client before it is dropped as too slow: deep
     /// enough that the floor never sheds load a slow load generator causes.

@@ -1,6 +1,6 @@
 //! The reference broadcaster: the floor of WebSocket fan-out on this
 //! machine, with none of Pulse's features. It subscribes one Redis pub/sub
-//! channel and sends each message to every client that subscribed:
+//! (sharded) channel and sends each message to every client that subscribed:
 //!
 //! - each message is encoded into a WebSocket frame once (`Bytes`, shared
 //!   by every client's queue);
@@ -36,8 +36,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 pub struct ReferenceConfig {
     pub listen: SocketAddr,
     pub redis_url: String,
-    /// The Redis pub/sub channel to broadcast (`pulse:ch:bench` carries
-    /// what `RedisBus` publishes on channel `bench`).
+    /// The Redis sharded pub/sub channel to broadcast (`pulse:{ch:bench}`
+    /// carries what `RedisBus` publishes on channel `bench`).
     pub redis_channel: String,
     /// Frames queued per client before it is dropped as too slow.
     pub queue: usize,
@@ -148,15 +148,28 @@ async fn broadcast(
     cap: usize,
     subscribed: oneshot::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    // Pulse publishes live copies on sharded pub/sub (`SPUBLISH`), which
+    // needs a RESP3 connection whose pushes carry the messages.
+    let (pushes, mut received) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
     let pubsub = async {
-        let mut pubsub = redis::Client::open(config.redis_url.as_str())?.get_async_pubsub().await?;
-        pubsub.subscribe(&config.redis_channel).await?;
-        anyhow::Ok(pubsub)
+        let info = redis::IntoConnectionInfo::into_connection_info(config.redis_url.as_str())?;
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let connection_config = redis::AsyncConnectionConfig::new().set_push_sender(pushes);
+        let mut conn = client.get_multiplexed_async_connection_with_config(&connection_config).await?;
+        redis::cmd("SSUBSCRIBE").arg(&config.redis_channel).query_async::<()>(&mut conn).await?;
+        anyhow::Ok(conn)
     };
-    let mut messages = match pubsub.await {
-        Ok(pubsub) => {
+    let (_conn, mut messages) = match pubsub.await {
+        Ok(conn) => {
             let _ = subscribed.send(Ok(()));
-            pubsub.into_on_message()
+            let payloads = futures_util::stream::poll_fn(move |cx| received.poll_recv(cx)).filter_map(|push| {
+                std::future::ready(match (push.kind, push.data.get(1)) {
+                    (redis::PushKind::SMessage, Some(redis::Value::BulkString(payload))) => Some(payload.clone()),
+                    _ => None,
+                })
+            });
+            (conn, Box::pin(payloads))
         }
         Err(err) => {
             let _ = subscribed.send(Err(anyhow::anyhow!("cannot subscribe: {err:#}")));
@@ -166,11 +179,11 @@ async fn broadcast(
     let mut batch = Vec::with_capacity(BATCH);
     let mut slow = Vec::new();
     while let Some(msg) = messages.next().await {
-        batch.push(text_frame(msg.get_payload_bytes()));
+        batch.push(text_frame(&msg));
         // Whatever else has arrived goes out with it.
         while batch.len() < BATCH {
             match messages.next().now_or_never() {
-                Some(Some(msg)) => batch.push(text_frame(msg.get_payload_bytes())),
+                Some(Some(msg)) => batch.push(text_frame(&msg)),
                 _ => break,
             }
         }

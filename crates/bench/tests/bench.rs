@@ -115,7 +115,7 @@ async fn gateway_and_reference_deliver_everything_over_redis() {
     let (addr, serving) = serve(ReferenceConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         redis_url: redis.url(),
-        redis_channel: "pulse:ch:bench".into(),
+        redis_channel: "pulse:{ch:bench}".into(),
         queue: 1024,
     })
     .await

@@ -3,11 +3,13 @@
 //! One [`Bus`] interface, used by every service, with two implementations:
 //!
 //! - [`RedisBus`]: publishing appends to the channel's capped stream
-//!   (`{prefix}hist:{channel}`) and publishes live (`{prefix}ch:{channel}`)
-//!   in one Lua script, so the live copy and the history copy carry the same
-//!   id. One pub/sub connection per process serves every [`Subscription`];
-//!   when it drops, it reconnects with backoff and subscriptions fill what
-//!   they missed from history.
+//!   (`{prefix}{ch:<channel>}:hist`) and publishes live on the sharded
+//!   pub/sub channel `{prefix}{ch:<channel>}` in one Lua script, so the live
+//!   copy and the history copy carry the same id. One pub/sub connection
+//!   per process serves every [`Subscription`]; when it drops, it
+//!   reconnects with backoff and subscriptions fill what they missed from
+//!   history. The same code runs on one Redis server and on a Redis Cluster
+//!   (every key of a channel shares its hash slot; see [`RedisConnection`]).
 //! - [`MemoryBus`]: the same semantics inside one process (a ring buffer of
 //!   history per channel), for standalone mode.
 //!
@@ -71,7 +73,9 @@ pub struct History {
     /// The reader cannot continue from the requested position without
     /// missing events, and should refetch state: events after it were
     /// trimmed, the history was replaced since (another epoch, or one not
-    /// known), or the position was never issued (ahead of the head).
+    /// known), the position was never issued (ahead of the head), or (on
+    /// Redis) the history no longer holds it although it should: a failover
+    /// lost the newest events.
     pub truncated: bool,
     /// The channel's head when read: the position of its newest event, or
     /// the start of its (current) history if it has none.

@@ -152,6 +152,10 @@ struct Inner {
     request_timeout: Duration,
     /// Replicas a publish waits for (`redis.replicas_to_ack`, resolved).
     replicas_to_ack: usize,
+    /// Replicas connected to the master of each hash slot a publish went
+    /// to (one entry, slot 0, on a single server), and when that was read:
+    /// see [`Inner::replicated`].
+    replicas: std::sync::Mutex<std::collections::HashMap<u16, (tokio::time::Instant, usize)>>,
     /// This process's `history_len` setting.
     configured_history_len: usize,
     /// What publishes trim to: the largest `history_len` any live process
@@ -215,6 +219,7 @@ impl RedisBus {
                 commands,
                 deployment: deployment.clone(),
                 replicas_to_ack,
+                replicas: std::sync::Mutex::default(),
                 keys: keys.clone(),
                 request_timeout,
                 configured_history_len: config.history_len.max(1),
@@ -291,6 +296,10 @@ impl RedisBus {
     }
 }
 
+/// How long the number of replicas connected to a master is taken as known
+/// (see [`Inner::replicated`]).
+const REPLICAS_REFRESH: Duration = Duration::from_secs(1);
+
 /// How long a process's `history_len` claim counts without renewal; it is
 /// renewed every third of that.
 const HISTORY_LEN_CLAIM_TTL: Duration = Duration::from_secs(30);
@@ -321,43 +330,83 @@ impl Inner {
     /// `redis.replicas_to_ack` asks for it, `WAIT`s on the same connection
     /// (on a cluster: on the master of `channel`'s slot) until that many
     /// replicas have it or half the request deadline has passed. Returns
-    /// the write's answer and how many replicas confirmed (`usize::MAX`
-    /// when none was asked for).
+    /// the write's answer, and how many replicas confirmed when that was
+    /// fewer than waited for.
+    ///
+    /// It waits for no more replicas than the master has connected (read
+    /// with `ROLE` at most every [`REPLICAS_REFRESH`]): a master whose
+    /// replica was promoted away from it, or died, has no copy to wait
+    /// for, and no replica that a failover could promote either, so its
+    /// publishes go through instead of all failing until a replica is back.
     async fn replicated<T: redis::FromRedisValue>(
         &self,
         conn: &mut Lease,
         channel: &Channel,
         write: &redis::ScriptInvocation<'_>,
-    ) -> redis::RedisResult<(T, usize)> {
+    ) -> redis::RedisResult<(T, Option<usize>)> {
         let answer = write.invoke_async(conn).await?;
         if self.replicas_to_ack == 0 {
-            return Ok((answer, usize::MAX));
+            return Ok((answer, None));
         }
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(self.replicas_to_ack).arg(u64::try_from((self.request_timeout / 2).as_millis()).unwrap_or(1000));
-        let acked = match conn {
-            Lease::Pooled(conn) => wait.query_async(conn).await?,
-            Lease::Cluster(conn) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let slot = crate::connection::slot(&self.keys.live(channel));
-                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
-                redis::from_redis_value(conn.route_command(wait, RoutingInfo::SingleNode(route)).await?)?
+        let slot = match conn {
+            Lease::Pooled(_) => 0,
+            Lease::Cluster(_) => crate::connection::slot(&self.keys.live(channel)),
+        };
+        let cached = self.lock_replicas().get(&slot).copied();
+        let connected = match cached {
+            Some((read, connected)) if read.elapsed() < REPLICAS_REFRESH => connected,
+            _ => {
+                let role: Vec<redis::Value> = Self::on_master(conn, slot, redis::cmd("ROLE")).await?;
+                let connected = match role.get(2) {
+                    Some(redis::Value::Array(replicas)) => replicas.len(),
+                    _ => 0,
+                };
+                self.lock_replicas().insert(slot, (tokio::time::Instant::now(), connected));
+                connected
             }
         };
-        Ok((answer, acked))
+        let wanted = self.replicas_to_ack.min(connected);
+        if wanted == 0 {
+            return Ok((answer, None));
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted).arg(u64::try_from((self.request_timeout / 2).as_millis()).unwrap_or(1000));
+        let acked: usize = Self::on_master(conn, slot, wait).await?;
+        Ok((answer, (acked < wanted).then_some(acked)))
+    }
+
+    /// Runs `cmd` on `conn`; on a cluster, on the master of `slot`.
+    async fn on_master<T: redis::FromRedisValue>(
+        conn: &mut Lease,
+        slot: u16,
+        cmd: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match conn {
+            Lease::Pooled(conn) => cmd.query_async(conn).await,
+            Lease::Cluster(conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                Ok(redis::from_redis_value(conn.route_command(cmd, RoutingInfo::SingleNode(route)).await?)?)
+            }
+        }
+    }
+
+    fn lock_replicas(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u16, (tokio::time::Instant, usize)>> {
+        // Entries are replaced whole.
+        self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// An error when fewer replicas than `redis.replicas_to_ack` confirmed
     /// a publish: it is published (and may have been delivered), but a
     /// failover may lose it.
-    fn check_replicated(&self, acked: usize) -> Result<(), BusError> {
-        if acked >= self.replicas_to_ack {
-            return Ok(());
-        }
+    fn check_replicated(&self, short: Option<usize>) -> Result<(), BusError> {
+        let Some(acked) = short else { return Ok(()) };
         link::count_error("publish");
         Err(BusError::OutcomeUnknown(format!(
-            "published, but {acked} of the {} replicas asked for (redis.replicas_to_ack) confirmed it in time: a \
-             failover may lose it",
+            "published, but only {acked} replicas confirmed it in time (redis.replicas_to_ack = {}): a failover may \
+             lose it",
             self.replicas_to_ack
         )))
     }
@@ -420,7 +469,7 @@ impl Backend for Inner {
         let mut invocation = self.history.key(hist);
         invocation.key(epoch_key).arg(reader_epoch).arg(after.offset.to_string()).arg(limit.max(1));
         let conn = self.conn("history").await?;
-        let (epoch, head, max_deleted, entries): (String, String, String, Vec<Entry>) =
+        let (epoch, head, max_deleted, entries, missing): (String, String, String, Vec<Entry>, u8) =
             within_deadline!(self, "history", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
         let epoch = parse_epoch(channel, &epoch)?;
         let head = parse_offset(channel, &head)?;
@@ -428,7 +477,9 @@ impl Backend for Inner {
         let events = entries.into_iter().map(|entry| decode_entry(channel, epoch, entry)).collect::<Result<_, _>>()?;
         Ok(History {
             events,
-            truncated: !continuous(after, epoch, head, max_deleted),
+            // Missing: the reader's position is one this history lost (see
+            // history.lua).
+            truncated: missing == 1 || !continuous(after, epoch, head, max_deleted),
             head: Position::new(epoch, head),
         })
     }
@@ -472,9 +523,9 @@ impl Bus for RedisBus {
         let mut invocation = inner.publish.key(&keys[..]);
         invocation.arg(inner.history_len.load(Ordering::Relaxed)).arg(&draft_json).arg(redis_lua::epoch_candidate());
         let conn = inner.conn("publish").await?;
-        let (position, acked): (String, usize) =
+        let (position, short): (String, Option<usize>) =
             within_deadline!(inner, "publish", conn, inner.replicated(&mut conn, channel, &invocation))?;
-        inner.check_replicated(acked)?;
+        inner.check_replicated(short)?;
         Ok(draft.into_event(channel.clone(), parse_position(channel, &position)?))
     }
 
@@ -501,9 +552,9 @@ impl Bus for RedisBus {
             .arg(redis_lua::epoch_candidate())
             .arg(ttl_ms);
         let conn = inner.conn("publish").await?;
-        let ((duplicate, position), acked): ((u8, String), usize) =
+        let ((duplicate, position), short): ((u8, String), Option<usize>) =
             within_deadline!(inner, "publish", conn, inner.replicated(&mut conn, channel, &invocation))?;
-        inner.check_replicated(acked)?;
+        inner.check_replicated(short)?;
         Ok(Publication { id: parse_position(channel, &position)?, duplicate: duplicate == 1 })
     }
 

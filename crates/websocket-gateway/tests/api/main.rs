@@ -2,6 +2,7 @@
 //! All in one binary (one link, shared helpers).
 
 mod auth;
+mod cluster;
 mod delivery;
 mod drain;
 mod helpers;

@@ -34,7 +34,7 @@ async fn a_resume_across_lost_history_is_not_recovered() -> anyhow::Result<()> {
                 let _: String = redis.cmd(&["FLUSHALL"]).await?;
             }
             _ => {
-                let _: u64 = redis.cmd(&["DEL", "pulse:hist:c"]).await?;
+                let _: u64 = redis.cmd(&["DEL", &pulse_bus::redis_lua::Keys::new("pulse:").hist(&ch)]).await?;
             }
         }
         let d = publish(&gw.bus, &ch, 1).await?;
@@ -192,8 +192,9 @@ async fn live_events_of_a_new_epoch_with_lower_offsets_are_delivered() -> anyhow
     let mut client = gw.connect().await?;
     subscribe(&mut client, &ch, None).await?;
     // Events far in the future of the new history's clock.
-    let _: String = redis.cmd(&["XADD", "pulse:hist:rewound", "9999999999999-0", "e", "{}"]).await?;
-    let _: String = redis.cmd(&["SET", "pulse:epoch:rewound", "old1"]).await?;
+    let keys = pulse_bus::redis_lua::Keys::new("pulse:");
+    let _: String = redis.cmd(&["XADD", &keys.hist(&ch), "9999999999999-0", "e", "{}"]).await?;
+    let _: String = redis.cmd(&["SET", &keys.epoch(&ch), "old1"]).await?;
     let old = publish(&gw.bus, &ch, 2).await?;
     assert!(old[0].id.offset.ms > 9_999_999_999_000);
     assert_eq!(ids(&recv_events(&mut client, 2).await?), ids(&old));
