@@ -127,7 +127,7 @@ impl std::fmt::Debug for RedisConnection {
 #[derive(Clone)]
 pub(crate) enum Deployment {
     Node(redis::Client),
-    Cluster { client: ClusterClient, seeds: Vec<redis::ConnectionInfo> },
+    Cluster { seeds: Vec<redis::ConnectionInfo> },
 }
 
 impl Deployment {
@@ -145,33 +145,44 @@ impl Deployment {
         let clients =
             urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(|e| invalid(&e))?;
         let mut last_error = None;
-        let mut cluster = None;
+        let mut answered = None;
         for client in &clients {
-            match cluster_enabled(client, timeout).await {
-                Ok(enabled) => {
-                    cluster = Some(enabled);
+            match cluster_nodes(client, timeout).await {
+                Ok(nodes) => {
+                    answered = Some((client, nodes));
                     break;
                 }
                 Err(err) => last_error = Some(err),
             }
         }
-        let Some(cluster) = cluster else {
+        let Some((answering, nodes)) = answered else {
             return Err(last_error.unwrap_or_else(|| BusError::Unavailable("no redis node answered".into())));
         };
+        let cluster = nodes.is_some();
         if !cluster {
             let [client] = <[redis::Client; 1]>::try_from(clients).map_err(|_| {
                 invalid(&"several URLs name the nodes of a Redis Cluster, but this Redis is not a cluster node")
             })?;
             return Ok(Self::Node(client));
         }
-        let seeds: Vec<redis::ConnectionInfo> = clients.iter().map(|c| c.get_connection_info().clone()).collect();
-        let client = ClusterClient::builder(seeds.clone())
-            // Subscriptions need RESP3 (replies and messages as pushes).
-            .use_protocol(redis::ProtocolVersion::RESP3)
-            .connection_timeout(timeout)
-            .build()
-            .map_err(|e| invalid(&e))?;
-        Ok(Self::Cluster { client, seeds })
+        // Every node known now is a seed too: a new connection (after a
+        // failover, the pub/sub link's) must not depend on the one node
+        // that `redis.url` named being alive.
+        let mut seeds: Vec<redis::ConnectionInfo> = clients.iter().map(|c| c.get_connection_info().clone()).collect();
+        let template = answering.get_connection_info();
+        for (host, port) in nodes.unwrap_or_default() {
+            let addr = match template.addr() {
+                redis::ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+                    redis::ConnectionAddr::TcpTls { host, port, insecure: *insecure, tls_params: tls_params.clone() }
+                }
+                _ => redis::ConnectionAddr::Tcp(host, port),
+            };
+            if !seeds.iter().any(|seed| *seed.addr() == addr) {
+                seeds.push(template.clone().set_addr(addr));
+            }
+        }
+        cluster_client(&seeds, timeout, None).map_err(|e| invalid(&e))?;
+        Ok(Self::Cluster { seeds })
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -184,9 +195,7 @@ impl Deployment {
             Self::Node(client) => crate::deadline::within(timeout, client.get_multiplexed_async_connection())
                 .await
                 .map(RedisConnection::Node),
-            Self::Cluster { client, .. } => {
-                crate::deadline::within(timeout, client.get_async_connection()).await.map(RedisConnection::Cluster)
-            }
+            Self::Cluster { seeds } => return connect_cluster(seeds, timeout).await.map(RedisConnection::Cluster),
         };
         connected.map_err(|err| BusError::from(err).read())
     }
@@ -208,12 +217,8 @@ impl Deployment {
                     .await
                     .map(RedisConnection::Node)
             }
-            Self::Cluster { seeds, .. } => {
-                let client = ClusterClient::builder(seeds.clone())
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .connection_timeout(timeout)
-                    .push_sender(pushes)
-                    .build()?;
+            Self::Cluster { seeds } => {
+                let client = cluster_client(seeds, timeout, Some(pushes))?;
                 crate::deadline::within(timeout, client.get_async_connection()).await.map(RedisConnection::Cluster)
             }
         };
@@ -221,15 +226,59 @@ impl Deployment {
     }
 }
 
-/// Whether the server behind `client` is a cluster node.
-async fn cluster_enabled(client: &redis::Client, timeout: Duration) -> Result<bool, BusError> {
-    let info: String = crate::deadline::within(timeout, async {
+/// A cluster client on `seeds`, speaking RESP3 (subscriptions need it:
+/// replies and messages come as pushes), whose pushes go to `pushes`.
+fn cluster_client(
+    seeds: &[redis::ConnectionInfo],
+    timeout: Duration,
+    pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> redis::RedisResult<ClusterClient> {
+    let builder =
+        ClusterClient::builder(seeds.to_vec()).use_protocol(redis::ProtocolVersion::RESP3).connection_timeout(timeout);
+    match pushes {
+        Some(pushes) => builder.push_sender(pushes).build(),
+        None => builder.build(),
+    }
+}
+
+/// A new cluster connection for commands, from `seeds`.
+pub(crate) async fn connect_cluster(
+    seeds: &[redis::ConnectionInfo],
+    timeout: Duration,
+) -> Result<ClusterConnection, BusError> {
+    let client = cluster_client(seeds, timeout, None)?;
+    crate::deadline::within(timeout, client.get_async_connection()).await.map_err(|err| BusError::from(err).read())
+}
+
+/// The nodes of the cluster the server behind `client` belongs to, as
+/// `(host, port)` (`CLUSTER NODES`); `None` when it is not a cluster node
+/// (`INFO cluster`: `cluster_enabled:0`).
+async fn cluster_nodes(client: &redis::Client, timeout: Duration) -> Result<Option<Vec<(String, u16)>>, BusError> {
+    crate::deadline::within(timeout, async {
         let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("INFO").arg("cluster").query_async(&mut conn).await
+        let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;
+        if !info.lines().any(|line| line.trim() == "cluster_enabled:1") {
+            return Ok(None);
+        }
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
+        Ok(Some(parse_cluster_nodes(&nodes)))
     })
     .await
-    .map_err(|err| BusError::from(err).read())?;
-    Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+    .map_err(|err| BusError::from(err).read())
+}
+
+/// `(host, port)` of each node in a `CLUSTER NODES` answer (`<id>
+/// <ip:port@cport[,hostname]> <flags> …`), leaving out nodes without an
+/// address.
+fn parse_cluster_nodes(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let address = line.split_whitespace().nth(1)?;
+            let (host, port) = address.split(['@', ',']).next()?.rsplit_once(':')?;
+            let port = port.parse().ok().filter(|p| *p != 0)?;
+            (!host.is_empty()).then(|| (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+        })
+        .collect()
 }
 
 /// The hash slot of `key` (0–16383): CRC16 of its hash tag (the part
@@ -251,6 +300,18 @@ pub(crate) fn slot(key: &str) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_nodes_are_read_with_their_addresses() {
+        let text = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                    b2 10.0.0.2:7001@17001,redis-b master,fail - 0 0 2 disconnected\n\
+                    c3 :0@0 master,noaddr - 0 0 0 disconnected\n\
+                    d4 [::1]:7003@17003 slave a1 0 0 1 connected\n";
+        assert_eq!(
+            parse_cluster_nodes(text),
+            [("127.0.0.1".into(), 7000), ("10.0.0.2".into(), 7001), ("::1".into(), 7003)]
+        );
+    }
 
     #[test]
     fn slots_follow_hash_tags_as_redis_computes_them() {

@@ -129,6 +129,47 @@ impl Drop for InFlight {
     }
 }
 
+/// A connection on which a command can be sent to the master of a hash
+/// slot: on a cluster, routed there; on a single server, the connection
+/// itself.
+trait MasterRoute: redis::aio::ConnectionLike + Send {
+    fn cluster(&mut self) -> Option<&mut redis::cluster_async::ClusterConnection>;
+}
+
+impl MasterRoute for Lease {
+    fn cluster(&mut self) -> Option<&mut redis::cluster_async::ClusterConnection> {
+        match self {
+            Self::Cluster(conn) => Some(conn),
+            Self::Pooled(_) => None,
+        }
+    }
+}
+
+impl MasterRoute for RedisConnection {
+    fn cluster(&mut self) -> Option<&mut redis::cluster_async::ClusterConnection> {
+        match self {
+            Self::Cluster(conn) => Some(conn),
+            Self::Node(_) => None,
+        }
+    }
+}
+
+/// Runs `cmd` on `conn`; on a cluster, on the master of `slot`.
+async fn on_master<C: MasterRoute, T: redis::FromRedisValue>(
+    conn: &mut C,
+    slot: u16,
+    cmd: redis::Cmd,
+) -> redis::RedisResult<T> {
+    match conn.cluster() {
+        Some(cluster) => {
+            use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+            Ok(redis::from_redis_value(cluster.route_command(cmd, RoutingInfo::SingleNode(route)).await?)?)
+        }
+        None => cmd.query_async(conn).await,
+    }
+}
+
 /// Where requests go: a pool of connections to one server, or one cluster
 /// connection (multiplexed per node, following the cluster's topology).
 enum Commands {
@@ -136,7 +177,8 @@ enum Commands {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
-/// The bus on Redis. Cheap to clone; all clones share one connection pool
+/// The bus on Redis (one server or a Redis Cluster). Cheap to clone; all
+/// clones share one connection pool (on a cluster: one cluster connection)
 /// and one pub/sub connection.
 #[derive(Clone)]
 pub struct RedisBus {
@@ -167,6 +209,7 @@ struct Inner {
     publish: redis::Script,
     publish_once: redis::Script,
     history: redis::Script,
+    latest: redis::Script,
     head: redis::Script,
     /// The pub/sub link's state, kept by its task.
     link: Arc<Link>,
@@ -182,9 +225,16 @@ struct Converge {
 }
 
 impl RedisBus {
-    /// Connects, verifying that Redis answers. The pub/sub connection is
-    /// opened in the background and kept open (reconnecting) until the last
-    /// clone of the bus is dropped.
+    /// Connects, verifying that Redis answers: one server, or a Redis
+    /// Cluster (`redis.url` names one node or several; a cluster is
+    /// detected with `INFO cluster`, and every node it lists becomes a seed
+    /// of later connections). The pub/sub connection is opened in the
+    /// background and kept open (reconnecting) until the last clone of the
+    /// bus is dropped.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when no node answers within
+    /// `redis.request_timeout`, or the URL is invalid.
     pub async fn connect(config: RedisBusConfig) -> Result<Self, BusError> {
         let request_timeout = config.request_timeout.max(Duration::from_millis(1));
         let deployment = Deployment::detect(&config.url, request_timeout).await?;
@@ -202,11 +252,9 @@ impl RedisBus {
                         .map_err(|e| BusError::Unavailable(format!("cannot create redis pool: {e}")))?,
                 )
             }
-            Deployment::Cluster { client, .. } => Commands::Cluster(
-                crate::deadline::within(request_timeout, client.get_async_connection())
-                    .await
-                    .map_err(|err| BusError::from(err).read())?,
-            ),
+            Deployment::Cluster { seeds } => {
+                Commands::Cluster(crate::connection::connect_cluster(seeds, request_timeout).await?)
+            }
         };
         let replicas_to_ack = config.replicas_to_ack.unwrap_or(if deployment.is_cluster() { 1 } else { 0 });
 
@@ -230,6 +278,7 @@ impl RedisBus {
                 publish: redis_lua::publish_script(),
                 publish_once: redis_lua::publish_once_script(),
                 history: redis_lua::history_script(),
+                latest: redis_lua::latest_script(),
                 head: redis_lua::head_script(),
                 link: link.clone(),
                 listener,
@@ -269,6 +318,22 @@ impl RedisBus {
     /// `redis.request_timeout`.
     pub async fn open_connection(&self) -> Result<RedisConnection, BusError> {
         self.inner.deployment.connect(self.inner.request_timeout).await
+    }
+
+    /// Waits, as a publish of the bus does (`redis.replicas_to_ack`), until
+    /// replicas have every write sent on `conn` so far: for another crate's
+    /// script that publishes (see [`redis_lua`]). On a cluster the wait
+    /// runs on the master of `key`'s slot (pass a key the script wrote).
+    ///
+    /// # Errors
+    /// [`BusError::OutcomeUnknown`] when fewer replicas confirmed in time
+    /// (the writes are done, but a failover may lose them); as any request
+    /// when Redis does not answer within `redis.request_timeout`.
+    pub async fn wait_replicas(&self, conn: &mut RedisConnection, key: &str) -> Result<(), BusError> {
+        let short = crate::deadline::within(self.inner.request_timeout, self.inner.wait_replicas(conn, key))
+            .await
+            .map_err(BusError::from)?;
+        self.inner.check_replicated(short)
     }
 
     /// Whether the bus runs on a Redis Cluster (detected on connect).
@@ -345,18 +410,25 @@ impl Inner {
         write: &redis::ScriptInvocation<'_>,
     ) -> redis::RedisResult<(T, Option<usize>)> {
         let answer = write.invoke_async(conn).await?;
+        let short = self.wait_replicas(conn, &self.keys.live(channel)).await?;
+        Ok((answer, short))
+    }
+
+    /// `WAIT`s on `conn` (on a cluster: on the master of `key`'s slot)
+    /// until `redis.replicas_to_ack` replicas, at most as many as the
+    /// master has connected, have every write sent on it so far, or half
+    /// the request deadline has passed. Returns how many confirmed when
+    /// that was fewer than waited for.
+    async fn wait_replicas<C: MasterRoute>(&self, conn: &mut C, key: &str) -> redis::RedisResult<Option<usize>> {
         if self.replicas_to_ack == 0 {
-            return Ok((answer, None));
+            return Ok(None);
         }
-        let slot = match conn {
-            Lease::Pooled(_) => 0,
-            Lease::Cluster(_) => crate::connection::slot(&self.keys.live(channel)),
-        };
+        let slot = if conn.cluster().is_some() { crate::connection::slot(key) } else { 0 };
         let cached = self.lock_replicas().get(&slot).copied();
         let connected = match cached {
             Some((read, connected)) if read.elapsed() < REPLICAS_REFRESH => connected,
             _ => {
-                let role: Vec<redis::Value> = Self::on_master(conn, slot, redis::cmd("ROLE")).await?;
+                let role: Vec<redis::Value> = on_master(conn, slot, redis::cmd("ROLE")).await?;
                 let connected = match role.get(2) {
                     Some(redis::Value::Array(replicas)) => replicas.len(),
                     _ => 0,
@@ -367,28 +439,12 @@ impl Inner {
         };
         let wanted = self.replicas_to_ack.min(connected);
         if wanted == 0 {
-            return Ok((answer, None));
+            return Ok(None);
         }
         let mut wait = redis::cmd("WAIT");
         wait.arg(wanted).arg(u64::try_from((self.request_timeout / 2).as_millis()).unwrap_or(1000));
-        let acked: usize = Self::on_master(conn, slot, wait).await?;
-        Ok((answer, (acked < wanted).then_some(acked)))
-    }
-
-    /// Runs `cmd` on `conn`; on a cluster, on the master of `slot`.
-    async fn on_master<T: redis::FromRedisValue>(
-        conn: &mut Lease,
-        slot: u16,
-        cmd: redis::Cmd,
-    ) -> redis::RedisResult<T> {
-        match conn {
-            Lease::Pooled(conn) => cmd.query_async(conn).await,
-            Lease::Cluster(conn) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
-                Ok(redis::from_redis_value(conn.route_command(cmd, RoutingInfo::SingleNode(route)).await?)?)
-            }
-        }
+        let acked: usize = on_master(conn, slot, wait).await?;
+        Ok((acked < wanted).then_some(acked))
     }
 
     fn lock_replicas(
@@ -565,12 +621,12 @@ impl Bus for RedisBus {
     async fn latest(&self, channel: &Channel, limit: usize) -> Result<Vec<Event>, BusError> {
         let inner = &*self.inner;
         let (hist, epoch_key) = (inner.keys.hist(channel), inner.keys.epoch(channel));
-        let mut pipe = redis::pipe();
-        pipe.atomic().get(epoch_key).cmd("XREVRANGE").arg(hist).arg("+").arg("-").arg("COUNT").arg(limit.max(1));
+        let mut invocation = inner.latest.key(hist);
+        invocation.key(epoch_key).arg(limit.max(1));
         let conn = inner.conn("latest").await?;
-        let (epoch, newest): (Option<String>, Vec<Entry>) =
-            within_deadline!(inner, "latest", conn, pipe.query_async(&mut *conn)).map_err(BusError::read)?;
-        let epoch = parse_epoch(channel, epoch.as_deref().unwrap_or(""))?;
+        let (epoch, newest): (String, Vec<Entry>) =
+            within_deadline!(inner, "latest", conn, invocation.invoke_async(&mut *conn)).map_err(BusError::read)?;
+        let epoch = parse_epoch(channel, &epoch)?;
         newest.into_iter().rev().map(|entry| decode_entry(channel, epoch, entry)).collect()
     }
 
@@ -584,6 +640,18 @@ impl Bus for RedisBus {
 
     async fn check(&self) -> Result<(), BusError> {
         let conn = self.inner.conn("check").await?;
+        if let Lease::Cluster(_) = conn {
+            // Any node tells whether every slot has a master that answers.
+            let info: String =
+                within_deadline!(self.inner, "check", conn, redis::cmd("CLUSTER").arg("INFO").query_async(&mut *conn))
+                    .map_err(BusError::read)?;
+            if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                return Ok(());
+            }
+            return Err(BusError::Unavailable(
+                "the redis cluster is not ok (a master is down); waiting for failover".into(),
+            ));
+        }
         // A replica answers PING too; only a primary takes publishes.
         let role: Vec<redis::Value> =
             within_deadline!(self.inner, "check", conn, redis::cmd("ROLE").query_async(&mut *conn))

@@ -95,6 +95,10 @@ pub(crate) fn history_len_script() -> redis::Script {
     redis::Script::new(include_str!("lua/history_len.lua"))
 }
 
+pub(crate) fn latest_script() -> redis::Script {
+    redis::Script::new(include_str!("lua/latest.lua"))
+}
+
 pub(crate) fn head_script() -> redis::Script {
     redis::Script::new(include_str!("lua/head.lua"))
 }

@@ -19,8 +19,13 @@ fn draft(n: u64) -> EventDraft {
 
 /// A bus on `cluster` whose pub/sub link notices a dead node quickly.
 async fn bus(cluster: &RedisCluster) -> RedisBus {
+    bus_on(cluster.url()).await
+}
+
+/// A bus whose `redis.url` is `url`.
+async fn bus_on(url: String) -> RedisBus {
     let config = RedisBusConfig {
-        url: cluster.url(),
+        url,
         ping_interval: Duration::from_millis(200),
         ping_timeout: Duration::from_millis(1000),
         ..RedisBusConfig::default()
@@ -94,11 +99,15 @@ fn check(seen: &Seen, acknowledged: &BTreeSet<u64>) {
     }
 }
 
+/// The subscriber names one node only, the master that is killed: it
+/// finds the others through it.
 #[tokio::test]
 async fn a_master_killed_while_events_flow_loses_no_acknowledged_event_silently() {
     let cluster = RedisCluster::start().await.unwrap();
-    let (subscriber, publisher) = (bus(&cluster).await, bus(&cluster).await);
     let ch = Channel::parse("failover").unwrap();
+    let master = cluster.master_of(&pulse_bus::redis_lua::Keys::new("pulse:").hist(&ch)).await.unwrap();
+    let subscriber = bus_on(format!("redis://127.0.0.1:{master}/")).await;
+    let publisher = bus(&cluster).await;
     let mut sub = subscriber.subscription();
     sub.subscribe(&ch).await.unwrap();
 
@@ -106,8 +115,25 @@ async fn a_master_killed_while_events_flow_loses_no_acknowledged_event_silently(
     let publishing = tokio::spawn(publish_until(publisher.clone(), ch.clone(), stop.clone(), 200));
     let mut seen = Seen::default();
     read_until(&mut sub, &mut seen, 300).await;
-    let (killed, promoted) = cluster.kill_master_of(&subscriber.keys().hist(&ch)).await.unwrap();
+    subscriber.check().await.unwrap();
+    let hist = subscriber.keys().hist(&ch);
+    // Another crate's writes wait for the replica too (it has one now).
+    let mut conn = publisher.open_connection().await.unwrap();
+    assert!(conn.is_cluster());
+    let _: () =
+        redis::cmd("SET").arg(publisher.keys().channel_key(&ch, "mark")).arg(1).query_async(&mut conn).await.unwrap();
+    publisher.wait_replicas(&mut conn, &hist).await.unwrap();
+    let (killed, promoted) = cluster.kill_master_of(&hist).await.unwrap();
     assert_ne!(killed, promoted);
+    pulse_testkit::wait_until("the cluster is ready again", DEADLINE, || async { publisher.check().await.is_ok() })
+        .await
+        .unwrap();
+    // Reads and writes reach the new master (no transaction stuck on the
+    // old one); it has no replica left to wait for.
+    assert!(!publisher.latest(&ch, 3).await.unwrap().is_empty());
+    let _: () =
+        redis::cmd("SET").arg(publisher.keys().channel_key(&ch, "mark")).arg(2).query_async(&mut conn).await.unwrap();
+    publisher.wait_replicas(&mut conn, &hist).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     let (acknowledged, last) = within("publishing ends", DEADLINE * 2, publishing).await.unwrap().unwrap();
     read_until(&mut sub, &mut seen, last.min(*acknowledged.last().unwrap())).await;

@@ -143,7 +143,7 @@ async fn resuming_clients_lose_no_acknowledged_event_silently_when_a_master_fail
     let last = *acknowledged.last().expect("some publishes were acknowledged");
     for (i, log) in logs.iter().enumerate() {
         wait_until(&format!("client {i} has event {last}"), DEADLINE * 2, || async {
-            log.lock().iter().any(|s| *s == Seen::Event(last))
+            log.lock().contains(&Seen::Event(last))
         })
         .await?;
     }
