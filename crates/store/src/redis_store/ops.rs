@@ -363,6 +363,9 @@ impl RedisStore {
             changes.push((change, draft_json, channel));
         }
         let ids: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        if ids.iter().any(|id| !id.is_empty()) {
+            self.replicated(&mut conn, &bucket.state).await?;
+        }
         if ids.len() != changes.len() * 2 {
             return Err(StoreError::Backend(format!(
                 "offline script returned {} ids for {} agents",

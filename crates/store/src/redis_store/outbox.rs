@@ -12,8 +12,9 @@
 //!    agent had an earlier entry still pending (another process is
 //!    publishing it, or stopped before it could), that process first
 //!    publishes every earlier pending entry of the agent, oldest first.
-//! 3. It removes the published entries from the outbox
-//!    (`lua/outbox_ack.lua`).
+//! 3. Once the channels' replicas have the events (`redis.replicas_to_ack`,
+//!    as for every publish of the bus), it removes the published entries
+//!    from the outbox (`lua/outbox_ack.lua`).
 //!
 //! Entries left behind by a process that stopped between 1 and 3 are
 //! published by the agent's next change (step 2), and by the heartbeat
@@ -208,11 +209,12 @@ impl RedisStore {
         let calls = by_channel.iter().map(|(channel, groups)| async move {
             let keys = self.bus_keys();
             let mut invocation = self.scripts.outbox_publish.prepare_invoke();
+            let marker = self.marker_key(channel);
             invocation
                 .key(keys.hist(channel))
                 .key(keys.live(channel))
                 .key(keys.epoch(channel))
-                .key(self.marker_key(channel))
+                .key(&marker)
                 .arg(self.bus.history_len())
                 .arg(redis_lua::epoch_candidate());
             for (e, publishes) in groups {
@@ -224,6 +226,9 @@ impl RedisStore {
             }
             let mut conn = self.conn().await?;
             let positions: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+            // Before the entries leave the outbox: an event a failover
+            // loses is then published again (its mark is lost with it).
+            self.replicated(&mut conn, &marker).await?;
             Ok::<_, StoreError>((groups, positions))
         });
         let mut result: Vec<Vec<Option<Position>>> = entries.iter().map(|e| vec![None; e.publishes.len()]).collect();

@@ -134,6 +134,9 @@ impl RedisStore {
 
         let mut conn = self.conn().await?;
         let reply: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        if reply.first().is_some_and(|status| status == "ok") {
+            self.replicated(&mut conn, &bucket.state).await?;
+        }
         match reply.split_first() {
             Some((status, [id, previous])) if status == "ok" && outbox => {
                 let Some(id) = parse_entry_id(id)? else { return Ok(Applied::Published(Vec::new())) };
@@ -170,7 +173,9 @@ impl RedisStore {
         let positions = match applied {
             Applied::Published(positions) => positions.into_iter().map(Some).collect(),
             Applied::Queued { entry, previous } => self.deliver(bucket, entry, previous).await.map_err(|err| {
-                StoreError::Unavailable(format!("the change was made; its events will be published later: {err}"))
+                StoreError::Unavailable(format!(
+                    "the change was made; its events are not all published (or replicated) yet, and will be: {err}"
+                ))
             })?,
             Applied::Duplicate | Applied::Conflict => Vec::new(),
         };
