@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use pulse_bus::{Bus, redis_lua};
 use pulse_protocol::{Channel, EventDraft, Offset, Position};
 
@@ -232,7 +232,10 @@ impl RedisStore {
             Ok::<_, StoreError>((groups, positions))
         });
         let mut result: Vec<Vec<Option<Position>>> = entries.iter().map(|e| vec![None; e.publishes.len()]).collect();
-        for (groups, positions) in try_join_all(calls).await? {
+        // Every channel is tried, even when one fails: events of the others
+        // need not wait for the retry.
+        let answers: Vec<_> = join_all(calls).await.into_iter().collect::<Result<_, _>>()?;
+        for (groups, positions) in answers {
             let expected: usize = groups.iter().map(|(_, publishes)| publishes.len()).sum();
             if positions.len() != expected {
                 return Err(StoreError::Backend(format!(
