@@ -5,8 +5,12 @@
 //!   agents not heard from for `timeout`, and takes them offline through
 //!   [`Store::mark_silent_offline`](pulse_store::Store::mark_silent_offline),
 //!   a compare-and-set that publishes `agent_status_changed` in the same
-//!   atomic step. It runs over any [`Store`](pulse_store::Store): Redis for
-//!   the service, memory for standalone mode.
+//!   atomic step (on a Redis Cluster: queues it with the change in the
+//!   agent's bucket and publishes it right after, exactly once). It runs
+//!   over any [`Store`](pulse_store::Store): Redis for the service, memory
+//!   for standalone mode. On a Redis Cluster each scan reads every bucket
+//!   of agents, and also publishes the events that any process left queued
+//!   when it stopped between a change and its publish.
 //! - [`Application`] (in [`app`]) is the `pulse-heartbeat-checker` service:
 //!   settings, the checker against Redis, and `/healthz`, `/readyz` and
 //!   `/metrics` on its HTTP port (8082 by default).

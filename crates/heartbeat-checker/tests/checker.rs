@@ -12,8 +12,8 @@ use pulse_heartbeat_checker::{Checker, CheckerSettings, CheckerStatus};
 use pulse_protocol::probe::{AgentStatus, AgentStatusChange};
 use pulse_protocol::{AgentId, Channel, Position, timestamp};
 use pulse_runtime::Shutdown;
-use pulse_store::{MemoryStore, RedisStore, Store, StoreSettings};
-use pulse_testkit::{DEADLINE, RedisServer, wait_until};
+use pulse_store::{Layout, MemoryStore, RedisStore, Store, StoreSettings};
+use pulse_testkit::{DEADLINE, RedisCluster, RedisServer, wait_until};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -31,15 +31,78 @@ fn quick() -> CheckerSettings {
 
 /// A store and bus on `server`, as one replica of a service would have.
 async fn redis_replica(server: &RedisServer) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    redis_replica_in(server, Layout::Single).await
+}
+
+/// The same, with the store in `layout`.
+async fn redis_replica_in(server: &RedisServer, layout: Layout) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    replica_at(server.url(), "pulse:", layout).await
+}
+
+async fn replica_at(url: String, prefix: &str, layout: Layout) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
     let bus = RedisBus::connect(RedisBusConfig {
-        url: server.url(),
-        prefix: "pulse:".into(),
+        url,
+        prefix: prefix.into(),
         history_len: HISTORY,
         pool_size: 4,
         ..RedisBusConfig::default()
     })
     .await?;
-    Ok((Arc::new(RedisStore::new(bus.clone(), StoreSettings::default())), Arc::new(bus)))
+    Ok((Arc::new(RedisStore::with_layout(bus.clone(), StoreSettings::default(), layout)), Arc::new(bus)))
+}
+
+/// Where a test's replicas keep their data: a `redis-server` of its own,
+/// or a Redis Cluster (under a key prefix of the test's own when shared).
+enum Place {
+    Server(RedisServer, Layout),
+    Cluster(Arc<RedisCluster>, String),
+}
+
+impl Place {
+    async fn server(layout: Layout) -> anyhow::Result<Self> {
+        Ok(Self::Server(RedisServer::start().await?, layout))
+    }
+
+    async fn shared_cluster() -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let prefix = format!("c{}:", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Ok(Self::Cluster(RedisCluster::shared().await?, prefix))
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            Self::Server(..) => "pulse:",
+            Self::Cluster(_, prefix) => prefix,
+        }
+    }
+
+    /// A store and bus as one replica of a service would have: on a
+    /// cluster, with the layout the store picks for itself.
+    async fn replica(&self) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+        match self {
+            Self::Server(server, layout) => redis_replica_in(server, *layout).await,
+            Self::Cluster(cluster, prefix) => {
+                let bus = RedisBus::connect(RedisBusConfig {
+                    url: cluster.url(),
+                    prefix: prefix.clone(),
+                    history_len: HISTORY,
+                    pool_size: 4,
+                    ..RedisBusConfig::default()
+                })
+                .await?;
+                ensure!(bus.is_cluster());
+                Ok((Arc::new(RedisStore::new(bus.clone(), StoreSettings::default())), Arc::new(bus)))
+            }
+        }
+    }
+
+    /// Runs a command about `key` where `key` lives.
+    async fn cmd<T: redis::FromRedisValue>(&self, key: &str, args: &[&str]) -> anyhow::Result<T> {
+        match self {
+            Self::Server(server, _) => server.cmd(args).await,
+            Self::Cluster(cluster, _) => cluster.cmd(cluster.master_of(key).await?, args).await,
+        }
+    }
 }
 
 /// A checker running in the background until `shutdown`.
@@ -107,18 +170,33 @@ async fn a_silent_agent_is_announced_once_and_not_early() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checkers_announce_each_transition_exactly_once() -> anyhow::Result<()> {
+    checkers_announce_each_transition_exactly_once(Place::server(Layout::Single).await?).await
+}
+
+/// The same with agents in buckets and events through the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkers_announce_each_transition_exactly_once_partitioned() -> anyhow::Result<()> {
+    checkers_announce_each_transition_exactly_once(Place::server(Layout::Partitioned).await?).await
+}
+
+/// The same on a Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkers_announce_each_transition_exactly_once_on_a_cluster() -> anyhow::Result<()> {
+    checkers_announce_each_transition_exactly_once(Place::shared_cluster().await?).await
+}
+
+async fn checkers_announce_each_transition_exactly_once(place: Place) -> anyhow::Result<()> {
     const AGENTS: usize = 300;
-    let server = RedisServer::start().await?;
     let shutdown = Shutdown::new();
     let mut statuses = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let (store, _) = redis_replica(&server).await?;
+        let (store, _) = place.replica().await?;
         let (status, task) = spawn_checker(store, quick(), &shutdown);
         statuses.push(status);
         tasks.push(task);
     }
-    let (store, bus) = redis_replica(&server).await?;
+    let (store, bus) = place.replica().await?;
     for n in 0..AGENTS {
         store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
     }
@@ -141,6 +219,122 @@ async fn concurrent_checkers_announce_each_transition_exactly_once() -> anyhow::
     ensure!(repeated.is_empty(), "announced more than once: {repeated:?}");
     let by_checkers: u64 = statuses.iter().map(|s| s.borrow().transitions).sum();
     assert_eq!(by_checkers, AGENTS as u64, "no transition was made twice");
+    Ok(())
+}
+
+/// A process that stopped between a change and its publish (here: its
+/// publish failed and it went away) leaves the events in the outbox; a
+/// running checker publishes them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_publishes_events_a_stopped_process_left_behind() -> anyhow::Result<()> {
+    checker_publishes_events_left_behind(Place::server(Layout::Partitioned).await?).await
+}
+
+/// The same on a Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_checker_publishes_events_a_stopped_process_left_behind() -> anyhow::Result<()> {
+    checker_publishes_events_left_behind(Place::shared_cluster().await?).await
+}
+
+async fn checker_publishes_events_left_behind(place: Place) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let (checker_store, bus) = place.replica().await?;
+    let settings = CheckerSettings { timeout: Duration::from_secs(3600), ..quick() };
+    let (mut status, checker) = spawn_checker(checker_store, settings, &shutdown);
+
+    let (ingest, _) = place.replica().await?;
+    // Every publish on `agents` fails while its history key has the wrong type.
+    let agents = Channel::well_known(Channel::AGENTS);
+    let hist = pulse_bus::redis_lua::Keys::new(place.prefix()).hist(&agents);
+    let _: () = place.cmd(&hist, &["SET", &hist, "not a stream"]).await?;
+    ensure!(ingest.apply_heartbeat(&id("web-1"), timestamp::now(), None).await.is_err(), "the publish failed");
+    drop(ingest);
+    let _: u64 = place.cmd(&hist, &["DEL", &hist]).await?;
+
+    wait_until("the checker publishes the left-behind event", DEADLINE, || {
+        let (bus, agents) = (bus.clone(), agents.clone());
+        async move { bus.history(&agents, Position::ZERO, 10).await.is_ok_and(|h| !h.events.is_empty()) }
+    })
+    .await?;
+    // Later scans publish nothing more.
+    let scans = status.borrow().scans;
+    pulse_testkit::within("two more scans", DEADLINE, status.wait_for(|s| s.scans >= scans + 2)).await??;
+    shutdown.trigger();
+    checker.await?;
+    let on_agents = bus.history(&agents, Position::ZERO, 10).await?.events;
+    let on_agent = bus.history(&Channel::for_agent(&id("web-1")), Position::ZERO, 10).await?.events;
+    assert_eq!((on_agents.len(), on_agent.len()), (1, 1), "published once on each channel");
+    assert_eq!(on_agents[0].payload::<AgentStatusChange>()?.new_status, AgentStatus::Online);
+    Ok(())
+}
+
+/// Waits until every replica of the cluster has every write its master
+/// has: Redis replicates asynchronously, and a failover loses what the
+/// replica had not received yet.
+async fn wait_replicated(cluster: &RedisCluster) -> anyhow::Result<()> {
+    wait_until("the replicas are in sync", DEADLINE, || async {
+        let Ok(masters) = cluster.masters().await else { return false };
+        for master in masters {
+            let Ok(info) = cluster.cmd::<String>(master, &["INFO", "replication"]).await else { return false };
+            let offset = info.lines().find_map(|l| l.strip_prefix("master_repl_offset:")).map(str::trim);
+            let replica = info
+                .lines()
+                .find(|l| l.starts_with("slave0:"))
+                .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("offset=")));
+            if offset.is_none() || offset != replica {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
+/// A master of the cluster dies while checkers scan: the buckets and
+/// channels it served are unavailable until its replica takes over, the
+/// events of the agents taken offline meanwhile wait in their outboxes, and
+/// in the end every agent is announced offline exactly once, on `agents`
+/// and on its own channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_master_failing_over_loses_no_transition_and_repeats_none() -> anyhow::Result<()> {
+    const AGENTS: usize = 100;
+    let cluster = Arc::new(RedisCluster::start().await?);
+    let place = Place::Cluster(cluster.clone(), "pulse:".into());
+    let shutdown = Shutdown::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (store, _) = place.replica().await?;
+        tasks.push(spawn_checker(store, quick(), &shutdown).1);
+    }
+    let (store, bus) = place.replica().await?;
+    for n in 0..AGENTS {
+        store.apply_heartbeat(&id(&format!("agent-{n}")), timestamp::now(), None).await?;
+    }
+    wait_replicated(&cluster).await?;
+    // The master of `agents`: every offline announcement goes there.
+    let agents = Channel::well_known(Channel::AGENTS);
+    cluster.kill_master_of(&pulse_bus::redis_lua::Keys::new("pulse:").hist(&agents)).await?;
+
+    wait_all_offline(&store, AGENTS as u64).await?;
+    wait_until("every agent is announced offline", DEADLINE, || {
+        let bus = bus.clone();
+        async move { offline_announcements(bus.as_ref()).await.is_ok_and(|a| a.len() == AGENTS) }
+    })
+    .await?;
+    shutdown.trigger();
+    for task in tasks {
+        task.await?;
+    }
+    let announced = offline_announcements(bus.as_ref()).await?;
+    let repeated: Vec<_> = announced.iter().filter(|(_, changes)| changes.len() != 1).collect();
+    ensure!(repeated.is_empty(), "announced more than once: {repeated:?}");
+    for n in 0..AGENTS {
+        let channel = Channel::for_agent(&id(&format!("agent-{n}")));
+        let events = bus.history(&channel, Position::ZERO, 10).await?.events;
+        let statuses: Vec<AgentStatus> =
+            events.iter().map(|e| e.payload::<AgentStatusChange>().map(|c| c.new_status)).collect::<Result<_, _>>()?;
+        assert_eq!(statuses, vec![AgentStatus::Online, AgentStatus::Offline], "{channel}");
+    }
     Ok(())
 }
 

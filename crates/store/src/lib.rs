@@ -7,7 +7,12 @@
 //!   (the keys are listed in [`redis_store`]). Every change and the events
 //!   that announce it happen in one Lua script, so a change is never visible
 //!   without its events, nor an event published for a change that did not
-//!   happen, and any number of replicas can share one Redis.
+//!   happen, and any number of replicas can share one Redis. On a Redis
+//!   Cluster ([`Layout::Partitioned`]) that script queues the events in an
+//!   outbox next to the agent's state, and they are published from there
+//!   right after, each exactly once and in order per channel, by the same
+//!   process or (if it stopped) by the next one to touch the agent or the
+//!   heartbeat checker.
 //! - [`MemoryStore`] keeps the same state in one process on a [`MemoryBus`],
 //!   for standalone mode.
 //!
@@ -63,13 +68,15 @@ use pulse_protocol::probe::HealthStatus;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{Layout, RedisStore};
 
 /// Agent state, alerts and dedupe, with the events that announce each
 /// change.
 ///
 /// Every method that changes state publishes its events in the same atomic
-/// step and returns them, in the order they were published.
+/// step (or queues them atomically with the change and publishes them next,
+/// see [`Layout::Partitioned`]) and returns them, in the order they were
+/// published.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies a probe report, atomically: dedupe by `report_id` (for
@@ -114,6 +121,10 @@ pub trait Store: Send + Sync + 'static {
     /// agents past the deadline, never the whole fleet. Fewer changes than
     /// `limit` means the silent agents are (as far as this call could tell)
     /// all handled.
+    ///
+    /// A store that queues events ([`Layout::Partitioned`]) also publishes
+    /// the events that a process which stopped right after a change left
+    /// queued: the heartbeat checker's scan is the sweep of last resort.
     async fn mark_silent_offline(
         &self,
         deadline: DateTime<Utc>,

@@ -1,7 +1,10 @@
-//! One behaviour, two stores: every test here runs against `MemoryStore` on
-//! a `MemoryBus` and against `RedisStore` on a `RedisBus` with its own
-//! `redis-server`. Events are counted on the bus itself (history), not taken
-//! from what the store says it published.
+//! One behaviour, every store: every test here runs against `MemoryStore`
+//! on a `MemoryBus`, against `RedisStore` on a `RedisBus` with its own
+//! `redis-server` in both key layouts (one set of keys; hash-tagged buckets
+//! with an outbox, as on a cluster), and against `RedisStore` on a Redis
+//! Cluster of six nodes (shared by this binary's tests, each under a key
+//! prefix of its own). Events are counted on the bus itself (history), not
+//! taken from what the store says it published.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,21 +18,24 @@ use pulse_protocol::probe::{
     Report,
 };
 use pulse_protocol::{AgentId, Channel, Event, Position, timestamp};
-use pulse_store::{MemoryStore, RedisStore, Store, StoreSettings};
-use pulse_testkit::{DEADLINE, RedisServer, wait_until};
+use pulse_store::{Layout, MemoryStore, RedisStore, Store, StoreSettings};
+use pulse_testkit::{DEADLINE, RedisCluster, RedisServer, wait_until};
 
 /// A store, the bus it publishes on, and the Redis behind both (if any).
 struct Fixture {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     redis: Option<RedisServer>,
+    /// Kept alive for the test.
+    _cluster: Option<Arc<RedisCluster>>,
 }
 
 const HISTORY: usize = 100_000;
 
 async fn memory(settings: StoreSettings) -> anyhow::Result<Fixture> {
     let bus = MemoryBus::new(MemoryBusConfig { history_len: HISTORY });
-    Ok(Fixture { store: Arc::new(MemoryStore::new(bus.clone(), settings)), bus: Arc::new(bus), redis: None })
+    let store = Arc::new(MemoryStore::new(bus.clone(), settings));
+    Ok(Fixture { store, bus: Arc::new(bus), redis: None, _cluster: None })
 }
 
 async fn redis(settings: StoreSettings) -> anyhow::Result<Fixture> {
@@ -38,6 +44,19 @@ async fn redis(settings: StoreSettings) -> anyhow::Result<Fixture> {
 
 /// A Redis fixture whose calls time out after `request_timeout`.
 async fn redis_with_deadline(settings: StoreSettings, request_timeout: Duration) -> anyhow::Result<Fixture> {
+    redis_in_layout(settings, request_timeout, Layout::Single).await
+}
+
+/// The partitioned layout (buckets and outbox) on one `redis-server`.
+async fn partitioned(settings: StoreSettings) -> anyhow::Result<Fixture> {
+    redis_in_layout(settings, RedisSettings::default().request_timeout, Layout::Partitioned).await
+}
+
+async fn redis_in_layout(
+    settings: StoreSettings,
+    request_timeout: Duration,
+    layout: Layout,
+) -> anyhow::Result<Fixture> {
     let server = RedisServer::start().await?;
     let bus = RedisBus::connect(RedisSettings {
         url: server.url(),
@@ -48,10 +67,30 @@ async fn redis_with_deadline(settings: StoreSettings, request_timeout: Duration)
         ..RedisSettings::default()
     })
     .await?;
-    Ok(Fixture { store: Arc::new(RedisStore::new(bus.clone(), settings)), bus: Arc::new(bus), redis: Some(server) })
+    let store = RedisStore::with_layout(bus.clone(), settings, layout);
+    Ok(Fixture { store: Arc::new(store), bus: Arc::new(bus), redis: Some(server), _cluster: None })
 }
 
-/// Runs each listed behaviour against both stores with default settings.
+/// The store as a service on a Redis Cluster has it: the layout it picks
+/// for itself.
+async fn cluster(settings: StoreSettings) -> anyhow::Result<Fixture> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let cluster = RedisCluster::shared().await?;
+    let bus = RedisBus::connect(RedisSettings {
+        url: cluster.url(),
+        prefix: format!("t{}:", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        history_len: HISTORY,
+        pool_size: 8,
+        ..RedisSettings::default()
+    })
+    .await?;
+    ensure!(bus.is_cluster(), "the bus sees a cluster");
+    let store = RedisStore::new(bus.clone(), settings);
+    ensure!(store.layout() == Layout::Partitioned, "on a cluster the store spreads agents over buckets");
+    Ok(Fixture { store: Arc::new(store), bus: Arc::new(bus), redis: None, _cluster: Some(cluster) })
+}
+
+/// Runs each listed behaviour against every store with default settings.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -62,6 +101,14 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() -> anyhow::Result<()> {
                 super::$name(super::redis(Default::default()).await?).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn partitioned() -> anyhow::Result<()> {
+                super::$name(super::partitioned(Default::default()).await?).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() -> anyhow::Result<()> {
+                super::$name(super::cluster(Default::default()).await?).await
             }
         }
     )*};
@@ -523,6 +570,16 @@ async fn memory_settings_bound_what_is_kept() -> anyhow::Result<()> {
 #[tokio::test]
 async fn redis_settings_bound_what_is_kept() -> anyhow::Result<()> {
     settings_bound_what_is_kept(redis(small_settings()).await?).await
+}
+
+#[tokio::test]
+async fn partitioned_settings_bound_what_is_kept() -> anyhow::Result<()> {
+    settings_bound_what_is_kept(partitioned(small_settings()).await?).await
+}
+
+#[tokio::test]
+async fn cluster_settings_bound_what_is_kept() -> anyhow::Result<()> {
+    settings_bound_what_is_kept(cluster(small_settings()).await?).await
 }
 
 #[tokio::test]

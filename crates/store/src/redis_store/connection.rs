@@ -76,4 +76,12 @@ impl RedisStore {
             StoreError::from(err)
         })
     }
+
+    /// Waits until replicas have every write sent on `conn` so far, as the
+    /// bus's publishes do (`redis.replicas_to_ack`; on a cluster, on the
+    /// master of `key`'s slot): a failover then cannot lose a change whose
+    /// events are out, nor an event whose outbox entry is removed.
+    pub(super) async fn replicated(&self, conn: &mut RedisConnection, key: &str) -> Result<(), StoreError> {
+        self.bus.wait_replicas(conn, key).await.map_err(StoreError::from)
+    }
 }

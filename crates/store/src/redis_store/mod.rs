@@ -1,20 +1,30 @@
 //! The Redis store, and the keys it keeps.
 //!
 //! All keys start with the bus prefix (`pulse:` by default), so one Redis
-//! can hold several Pulse installations side by side.
+//! can hold several Pulse installations side by side. Where they are depends
+//! on the [`Layout`]: on a single Redis ([`Layout::Single`]) one set of keys
+//! holds every agent; on a Redis Cluster ([`Layout::Partitioned`]) agents
+//! are spread over [`BUCKETS`] buckets by a stable hash of their id (CRC16,
+//! as Redis hashes keys), and each bucket has the same keys under a hash
+//! tag of its own (`{prefix}{agents:<b>}:…`), so that every script touches
+//! one hash slot.
 //!
-//! | key | type | what |
-//! |---|---|---|
-//! | `{prefix}agents` | hash | agent id → [`AgentState`] JSON, for every agent ever heard from |
-//! | `{prefix}agents:seen` | sorted set | agent id → last-seen time (ms since the epoch), for **online** agents only: the heartbeat checker's index. An agent leaves it when it goes offline and comes back with its next report or heartbeat, so a scan for silent agents is a range over this set and never meets an agent already offline. An offline agent's last-seen time is in its state. |
-//! | `{prefix}alerts:open` | hash | `{agent_id}/{check}` → open [`Alert`] JSON (agent ids never contain `/`) |
-//! | `{prefix}alerts:recent` | list | resolved [`Alert`] JSON, newest first, capped at [`StoreSettings::recent_alerts`] |
-//! | `{prefix}dedupe:{report_id}` | string with TTL | the agent id of a report applied less than [`StoreSettings::dedupe_ttl`] ago: a retry is a duplicate |
-//! | `{prefix}idem:{key}` | string with TTL | an idempotency key of the publish API, claimed for the TTL its claimer gave |
+//! | single | partitioned (bucket `b`) | type | what |
+//! |---|---|---|---|
+//! | `{prefix}agents` | `{prefix}{agents:b}:state` | hash | agent id → [`AgentState`] JSON, for every agent ever heard from |
+//! | `{prefix}agents:seen` | `{prefix}{agents:b}:seen` | sorted set | agent id → last-seen time (ms since the epoch), for **online** agents only: the heartbeat checker's index. An agent leaves it when it goes offline and comes back with its next report or heartbeat, so a scan for silent agents is a range over this set and never meets an agent already offline. An offline agent's last-seen time is in its state. |
+//! | `{prefix}alerts:open` | `{prefix}{agents:b}:alerts` | hash | `{agent_id}/{check}` → open [`Alert`] JSON (agent ids never contain `/`) |
+//! | `{prefix}alerts:recent` | `{prefix}{agents:b}:recent` | list | resolved [`Alert`] JSON, newest first, capped at [`StoreSettings::recent_alerts`] (per bucket; [`Store::alerts`] merges the buckets by resolution time) |
+//! | `{prefix}dedupe:{report_id}` | `{prefix}{agents:b}:dedupe:{report_id}` | string with TTL | the agent id of a report applied less than [`StoreSettings::dedupe_ttl`] ago: a retry is a duplicate |
+//! | — | `{prefix}{agents:b}:outbox` | stream | events of changes made but not yet published (see the `outbox` module) |
+//! | — | `{prefix}{agents:b}:pending` | hash | agent id → its latest outbox entry not yet published |
+//! | — | `{prefix}{ch:<channel>}:outbox` | hash | agent id → the agent's latest outbox entry published on the channel, and the positions it was given |
+//! | `{prefix}idem:{key}` | the same | string with TTL | an idempotency key of the publish API, claimed for the TTL its claimer gave |
 //!
-//! Events go through the bus keys (`{prefix}hist:{channel}`,
-//! `{prefix}ch:{channel}`), written by the bus's own publish function from
-//! inside this store's scripts.
+//! Events go through the bus keys (`{prefix}{ch:<channel>}:hist`, …),
+//! written by the bus's own publish function: from
+//! inside the script that makes a change (single), or from the bucket's
+//! outbox right after it, exactly once and in order (partitioned).
 //!
 //! # How a change is made
 //!
@@ -24,8 +34,11 @@
 //! 2. Plan the change with the shared rules, in Rust.
 //! 3. Run one Lua script (`lua/apply.lua`, `lua/offline.lua`) that checks
 //!    that everything read in step 1 is unchanged, then writes the new state
-//!    and publishes the events. If something changed, nothing is written and
+//!    and publishes the events (single), or appends them to the bucket's
+//!    outbox (partitioned). If something changed, nothing is written and
 //!    the change is planned again from fresh reads.
+//! 4. Partitioned: publish the outbox entry, one script per channel, and
+//!    remove it (the `outbox` module).
 //!
 //! Within one process, the reports and heartbeats of one agent run these
 //! steps one at a time (on the agent's lane, see [`Lanes`]), so they never
@@ -57,10 +70,13 @@
 
 mod connection;
 mod lanes;
+mod layout;
 mod ops;
+mod outbox;
 mod script;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,9 +87,14 @@ use pulse_protocol::probe::{AgentState, AgentStatusChange, Report};
 use pulse_protocol::{AgentId, Position};
 use serde::de::DeserializeOwned;
 
+#[cfg(doc)]
+use pulse_protocol::probe::Alert;
+
 use self::connection::SharedConnection;
 use self::lanes::Lanes;
-use self::script::{Scripts, StoreKeys};
+use self::layout::Buckets;
+pub use self::layout::{BUCKETS, Layout};
+use self::script::Scripts;
 use crate::{AgentCounts, AlertsView, HeartbeatOutcome, ReportOutcome, Store, StoreError, StoreSettings};
 
 /// The [`Store`] on Redis, sharing the [`RedisBus`]'s connection pool and
@@ -83,29 +104,39 @@ pub struct RedisStore {
     bus: RedisBus,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
-    keys: StoreKeys,
+    buckets: Arc<Buckets>,
     lanes: Arc<Lanes>,
     connection: Arc<SharedConnection>,
+    /// Where the next offline scan starts ([`Layout::Partitioned`]).
+    scan_start: Arc<AtomicUsize>,
 }
 
 impl RedisStore {
-    /// The store on `bus`'s Redis, pool, key prefix and request deadline.
+    /// The store on `bus`'s Redis, pool, key prefix and request deadline,
+    /// with the layout that Redis needs ([`Layout::for_bus`]).
     pub fn new(bus: RedisBus, settings: StoreSettings) -> Self {
-        let keys = bus.keys();
-        let keys = StoreKeys {
-            agents: keys.key("agents"),
-            seen: keys.key("agents:seen"),
-            alerts_open: keys.key("alerts:open"),
-            alerts_recent: keys.key("alerts:recent"),
-        };
+        let layout = Layout::for_bus(&bus);
+        Self::with_layout(bus, settings, layout)
+    }
+
+    /// The store with the given key layout. Every process sharing a Redis
+    /// must use the same layout.
+    pub fn with_layout(bus: RedisBus, settings: StoreSettings, layout: Layout) -> Self {
+        let buckets = Buckets::new(layout, bus.keys());
         Self {
             bus,
             settings,
             scripts: Arc::new(Scripts::new()),
-            keys,
+            buckets: Arc::new(buckets),
             lanes: Arc::new(Lanes::new()),
             connection: Arc::default(),
+            scan_start: Arc::default(),
         }
+    }
+
+    /// The key layout in use.
+    pub fn layout(&self) -> Layout {
+        self.buckets.layout()
     }
 
     fn bus_keys(&self) -> &Keys {

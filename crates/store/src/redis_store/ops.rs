@@ -3,15 +3,20 @@
 //! conflict.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::try_join_all;
 use pulse_bus::redis_lua;
 use pulse_protocol::probe::{AgentState, AgentStatusChange, Alert, Report};
 use pulse_protocol::{AgentId, Channel, timestamp};
 
 use super::lanes::Known;
-use super::script::{Applied, ApplyArgs, events};
+use super::layout::Bucket;
+use super::outbox::{Entry, OUTBOX_GRACE, RawEntry, parse_entries};
+use super::script::{Applied, ApplyArgs, mode, parse_entry_id};
 use super::{RedisStore, from_json, millis, readable, replaceable, to_json};
 use crate::plan;
 use crate::{AgentCounts, AlertsView, HeartbeatOutcome, ReportOutcome, StoreError};
@@ -23,6 +28,7 @@ impl RedisStore {
         trace: Option<String>,
     ) -> Result<ReportOutcome, StoreError> {
         let agent_id = &report.agent_id;
+        let bucket = self.buckets.of(agent_id);
         let fields: Vec<String> =
             plan::distinct_checks(report).iter().map(|check| plan::alert_field(agent_id, &check.name)).collect();
         let mut lane = self.lanes.enter(agent_id).await;
@@ -32,7 +38,7 @@ impl RedisStore {
                 Some(known) if known.agent_id == *agent_id && fields.iter().all(|f| known.alerts.contains_key(f)) => {
                     known
                 }
-                _ => match self.read_for_report(report, &fields).await? {
+                _ => match self.read_for_report(bucket, report, &fields).await? {
                     Some(known) => known,
                     None => return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() }),
                 },
@@ -49,20 +55,29 @@ impl RedisStore {
             let plan = plan::plan_report(known.state.as_ref(), &open, report, timestamp::now(), trace.clone())?;
             let state_json = to_json(&plan.state)?;
             let applied = self
-                .apply(ApplyArgs {
-                    report_id: Some(&report.report_id),
-                    expected_state: &known.state_json,
-                    state: &plan.state,
-                    state_json: &state_json,
-                    compared: &compared,
-                    opened: &plan.opened,
-                    resolved: &plan.resolved,
-                    publishes: &plan.publishes,
-                })
+                .apply(
+                    bucket,
+                    ApplyArgs {
+                        report_id: Some(&report.report_id),
+                        expected_state: &known.state_json,
+                        state: &plan.state,
+                        state_json: &state_json,
+                        compared: &compared,
+                        opened: &plan.opened,
+                        resolved: &plan.resolved,
+                        publishes: &plan.publishes,
+                    },
+                )
                 .await?;
             match applied {
-                Applied::Done(positions) => {
-                    let events = events(plan.publishes, positions);
+                Applied::Duplicate => {
+                    // Nothing was written: what the lane knew still holds.
+                    Known::keep(&mut lane, known);
+                    return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() });
+                }
+                // Another process changed the agent: read again.
+                Applied::Conflict => continue,
+                applied => {
                     let mut alerts: HashMap<String, String> = compared.into_iter().collect();
                     for alert in &plan.opened {
                         alerts.insert(plan::alert_field(agent_id, &alert.check), to_json(alert)?);
@@ -73,33 +88,45 @@ impl RedisStore {
                     let known =
                         Known { agent_id: agent_id.clone(), state_json, state: Some(plan.state.clone()), alerts };
                     Known::keep(&mut lane, known);
+                    // Still on the agent's lane: its next change finds
+                    // these events published.
+                    let events = self.events(bucket, plan.publishes, applied).await?;
                     return Ok(ReportOutcome { duplicate: false, state: Some(plan.state), events });
                 }
-                Applied::Duplicate => {
-                    // Nothing was written: what the lane knew still holds.
-                    Known::keep(&mut lane, known);
-                    return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() });
-                }
-                // Another process changed the agent: read again.
-                Applied::Conflict => continue,
             }
         }
         Err(self.contention(agent_id))
     }
 
-    /// Reads what a report's plan depends on, in one snapshot: `None` if
-    /// the report is a duplicate.
-    async fn read_for_report(&self, report: &Report, fields: &[String]) -> Result<Option<Known>, StoreError> {
-        let dedupe_key = self.bus_keys().key(&format!("dedupe:{}", report.report_id));
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("EXISTS").arg(&dedupe_key).cmd("HGET").arg(&self.keys.agents).arg(report.agent_id.as_str());
-        let mut conn = self.conn().await?;
-        let (duplicate, state_json, alert_jsons): (bool, Option<String>, Vec<Option<String>>) = if fields.is_empty() {
-            let (duplicate, state_json) = self.call(pipe.query_async(&mut conn)).await?;
-            (duplicate, state_json, Vec::new())
-        } else {
-            self.call(pipe.cmd("HMGET").arg(&self.keys.alerts_open).arg(fields).query_async(&mut conn)).await?
+    /// Reads what a report's plan depends on: `None` if the report is a
+    /// duplicate. Separate commands, sent together, rather than one
+    /// `MULTI`: a cluster connection does not follow a slot that moved
+    /// (`MOVED`) inside a transaction. The reads need not be one snapshot:
+    /// the compare-and-set refuses a plan made from reads that disagree, and
+    /// the report's id is claimed again by the script.
+    async fn read_for_report(
+        &self,
+        bucket: &Bucket,
+        report: &Report,
+        fields: &[String],
+    ) -> Result<Option<Known>, StoreError> {
+        let conn = self.conn().await?;
+        let (mut c1, mut c2, mut c3) = (conn.clone(), conn.clone(), conn);
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(bucket.dedupe(Some(&report.report_id)));
+        let mut state = redis::cmd("HGET");
+        state.arg(&bucket.state).arg(report.agent_id.as_str());
+        let mut alerts = redis::cmd("HMGET");
+        alerts.arg(&bucket.alerts).arg(fields);
+        let duplicate = self.call::<bool>(exists.query_async(&mut c1));
+        let state = self.call::<Option<String>>(state.query_async(&mut c2));
+        let alerts = async {
+            if fields.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.call::<Vec<Option<String>>>(alerts.query_async(&mut c3)).await
         };
+        let (duplicate, state_json, alert_jsons) = futures_util::try_join!(duplicate, state, alerts)?;
         if duplicate {
             return Ok(None);
         }
@@ -108,10 +135,10 @@ impl RedisStore {
     }
 
     /// Reads an agent's state (for a heartbeat's plan).
-    async fn read_state(&self, agent_id: &AgentId) -> Result<Known, StoreError> {
+    async fn read_state(&self, bucket: &Bucket, agent_id: &AgentId) -> Result<Known, StoreError> {
         let mut conn = self.conn().await?;
         let state_json: Option<String> =
-            self.call(redis::cmd("HGET").arg(&self.keys.agents).arg(agent_id.as_str()).query_async(&mut conn)).await?;
+            self.call(redis::cmd("HGET").arg(&bucket.state).arg(agent_id.as_str()).query_async(&mut conn)).await?;
         Ok(self.known(agent_id, state_json, HashMap::new()))
     }
 
@@ -126,72 +153,99 @@ impl RedisStore {
         ts: DateTime<Utc>,
         trace: Option<String>,
     ) -> Result<HeartbeatOutcome, StoreError> {
+        let bucket = self.buckets.of(agent_id);
         let mut lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
             let known = match lane.take() {
                 Some(known) if known.agent_id == *agent_id => known,
-                _ => self.read_state(agent_id).await?,
+                _ => self.read_state(bucket, agent_id).await?,
             };
             let plan = plan::plan_heartbeat(known.state.as_ref(), agent_id, ts, timestamp::now(), trace.clone())?;
             let state_json = to_json(&plan.state)?;
             let applied = self
-                .apply(ApplyArgs {
-                    report_id: None,
-                    expected_state: &known.state_json,
-                    state: &plan.state,
-                    state_json: &state_json,
-                    compared: &[],
-                    opened: &[],
-                    resolved: &[],
-                    publishes: &plan.publishes,
-                })
+                .apply(
+                    bucket,
+                    ApplyArgs {
+                        report_id: None,
+                        expected_state: &known.state_json,
+                        state: &plan.state,
+                        state_json: &state_json,
+                        compared: &[],
+                        opened: &[],
+                        resolved: &[],
+                        publishes: &plan.publishes,
+                    },
+                )
                 .await?;
             match applied {
-                Applied::Done(positions) => {
-                    let events = events(plan.publishes, positions);
+                Applied::Conflict | Applied::Duplicate => continue,
+                applied => {
                     let known = Known { state_json, state: Some(plan.state.clone()), ..known };
                     Known::keep(&mut lane, known);
+                    let events = self.events(bucket, plan.publishes, applied).await?;
                     return Ok(HeartbeatOutcome { state: plan.state, events });
                 }
-                Applied::Conflict | Applied::Duplicate => continue,
             }
         }
         Err(self.contention(agent_id))
     }
 
+    /// Runs `read` on every bucket at once (one command or one-slot
+    /// pipeline each: a cluster refuses pipelines across slots).
+    async fn each_bucket<'a, T, F, Fut>(&'a self, read: F) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(&'a Bucket) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + 'a,
+    {
+        try_join_all(self.buckets.all().iter().map(read)).await
+    }
+
     pub(super) async fn op_agents(&self) -> Result<Vec<AgentState>, StoreError> {
-        let mut conn = self.conn().await?;
-        let jsons: Vec<String> = self.call(redis::cmd("HVALS").arg(&self.keys.agents).query_async(&mut conn)).await?;
-        let mut agents = readable::<AgentState>("agent state", &jsons);
+        let jsons = self
+            .each_bucket(|bucket| async move {
+                let mut conn = self.conn().await?;
+                self.call::<Vec<String>>(redis::cmd("HVALS").arg(&bucket.state).query_async(&mut conn)).await
+            })
+            .await?;
+        let mut agents = readable::<AgentState>("agent state", &jsons.concat());
         agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         Ok(agents)
     }
 
     pub(super) async fn op_agent(&self, agent_id: &AgentId) -> Result<Option<AgentState>, StoreError> {
+        let bucket = self.buckets.of(agent_id);
         let mut conn = self.conn().await?;
         let json: Option<String> =
-            self.call(redis::cmd("HGET").arg(&self.keys.agents).arg(agent_id.as_str()).query_async(&mut conn)).await?;
+            self.call(redis::cmd("HGET").arg(&bucket.state).arg(agent_id.as_str()).query_async(&mut conn)).await?;
         json.as_deref().map(|json| from_json("agent state", json)).transpose()
     }
 
     pub(super) async fn op_alerts(&self) -> Result<AlertsView, StoreError> {
-        let mut conn = self.conn().await?;
-        let (open, recent): (Vec<String>, Vec<String>) = self
-            .call(
-                redis::pipe()
-                    .atomic()
-                    .cmd("HVALS")
-                    .arg(&self.keys.alerts_open)
-                    .cmd("LRANGE")
-                    .arg(&self.keys.alerts_recent)
-                    .arg(0)
-                    .arg(self.settings.recent_alerts.max(1) - 1)
-                    .query_async(&mut conn),
-            )
+        let keep = self.settings.recent_alerts.max(1);
+        // Two commands per bucket, not a `MULTI` (see `read_for_report`).
+        let parts = self
+            .each_bucket(|bucket| async move {
+                let conn = self.conn().await?;
+                let (mut c1, mut c2) = (conn.clone(), conn);
+                let mut open = redis::cmd("HVALS");
+                open.arg(&bucket.alerts);
+                let mut recent = redis::cmd("LRANGE");
+                recent.arg(&bucket.recent).arg(0).arg(keep - 1);
+                futures_util::try_join!(
+                    self.call::<Vec<String>>(open.query_async(&mut c1)),
+                    self.call::<Vec<String>>(recent.query_async(&mut c2)),
+                )
+            })
             .await?;
-        let mut open = readable::<Alert>("open alert", &open);
+        let (open, recent): (Vec<Vec<String>>, Vec<Vec<String>>) = parts.into_iter().unzip();
+        let mut open = readable::<Alert>("open alert", &open.concat());
         crate::memory::sort_newest_first(&mut open);
-        let recent = readable("resolved alert", &recent);
+        let mut recent = readable::<Alert>("resolved alert", &recent.concat());
+        if self.buckets.all().len() > 1 {
+            // Each bucket's list is newest first; so is their merge.
+            recent.sort_by_key(|alert| std::cmp::Reverse(alert.resolved_at));
+            recent.truncate(keep);
+        }
         Ok(AlertsView { open, recent })
     }
 
@@ -203,20 +257,62 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let buckets = self.buckets.all();
+        // Calls start at different buckets, so that the first buckets are
+        // not always the ones served first.
+        let start = self.scan_start.fetch_add(1, Ordering::Relaxed);
+        let mut changes = Vec::new();
+        for n in 0..buckets.len() {
+            let bucket = &buckets[(start + n) % buckets.len()];
+            changes.extend(self.offline_in(bucket, deadline, limit - changes.len()).await?);
+            if changes.len() >= limit {
+                break;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// [`Store::mark_silent_offline`](crate::Store::mark_silent_offline) in
+    /// one bucket; with an outbox, also publishes the entries left in it
+    /// for longer than [`OUTBOX_GRACE`].
+    async fn offline_in(
+        &self,
+        bucket: &Bucket,
+        deadline: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AgentStatusChange>, StoreError> {
         let deadline_ms = deadline.timestamp_millis();
+        let outbox = self.buckets.outbox();
+        let cutoff = if outbox {
+            let grace = chrono::TimeDelta::from_std(OUTBOX_GRACE).unwrap_or(chrono::TimeDelta::MAX);
+            (timestamp::now() - grace).timestamp_millis().max(0).to_string()
+        } else {
+            String::new()
+        };
         let mut conn = self.conn().await?;
-        let silent: Vec<String> = self
+        let (silent, left_behind): (Vec<String>, Vec<RawEntry>) = self
             .call(
                 self.scripts
                     .silent
-                    .key(&self.keys.seen)
-                    .key(&self.keys.agents)
+                    .key(&bucket.seen)
+                    .key(&bucket.state)
+                    .key(&bucket.outbox)
                     .arg(deadline_ms)
+                    .arg(limit)
+                    .arg(cutoff)
                     .arg(limit)
                     .invoke_async(&mut conn),
             )
             .await?;
+        let mut unreadable = Vec::new();
+        let left_behind = parse_entries(left_behind, bucket, &mut unreadable);
+        if !unreadable.is_empty() {
+            self.ack(bucket, unreadable).await?;
+        }
         if silent.is_empty() {
+            if !left_behind.is_empty() {
+                self.publish_left_behind(bucket, left_behind, Vec::new(), &[]).await?;
+            }
             return Ok(Vec::new());
         }
 
@@ -224,12 +320,18 @@ impl RedisStore {
         let agents_channel = Channel::well_known(Channel::AGENTS);
         let mut invocation = self.scripts.offline.prepare_invoke();
         invocation
-            .key(&self.keys.agents)
-            .key(&self.keys.seen)
+            .key(&bucket.state)
+            .key(&bucket.seen)
+            .key(&bucket.outbox)
+            .key(&bucket.pending)
             .arg(deadline_ms)
             .arg(self.bus.history_len())
-            .arg(redis_lua::epoch_candidate());
-        self.channel_keys(&mut invocation, &agents_channel);
+            .arg(redis_lua::epoch_candidate())
+            .arg(mode(outbox))
+            .arg(agents_channel.as_str());
+        if !outbox {
+            self.channel_keys(&mut invocation, &agents_channel);
+        }
         let mut changes = Vec::with_capacity(silent.len() / 2);
         for pair in silent.chunks_exact(2) {
             let (id, json) = (&pair[0], &pair[1]);
@@ -251,14 +353,19 @@ impl RedisStore {
                     (String::new(), String::new(), None)
                 }
             };
-            // An entry that is not announced publishes nothing; its keys
-            // only keep the script's key triples aligned.
+            // An entry that is not announced publishes nothing; its channel
+            // only keeps the script's arguments aligned.
             let channel = agent_id.map_or_else(|_| agents_channel.clone(), |agent_id| Channel::for_agent(&agent_id));
-            self.channel_keys(&mut invocation, &channel);
-            invocation.arg(id).arg(json).arg(offline_json).arg(draft_json);
-            changes.push(change);
+            if !outbox {
+                self.channel_keys(&mut invocation, &channel);
+            }
+            invocation.arg(id).arg(json).arg(offline_json).arg(&draft_json).arg(channel.as_str());
+            changes.push((change, draft_json, channel));
         }
         let ids: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        if ids.iter().any(|id| !id.is_empty()) {
+            self.replicated(&mut conn, &bucket.state).await?;
+        }
         if ids.len() != changes.len() * 2 {
             return Err(StoreError::Backend(format!(
                 "offline script returned {} ids for {} agents",
@@ -267,12 +374,64 @@ impl RedisStore {
             )));
         }
         // Only the transitions this call made, which the script marks with
-        // the ids of their events.
-        Ok(changes
-            .into_iter()
-            .zip(ids.chunks_exact(2))
-            .filter_map(|(change, ids)| if ids[0].is_empty() { None } else { change })
-            .collect())
+        // the ids of their events (or of their outbox entries).
+        let mut made = Vec::new();
+        let mut queued = Vec::new();
+        let mut behind = Vec::new();
+        for ((change, draft, channel), ids) in changes.into_iter().zip(ids.chunks_exact(2)) {
+            let Some(change) = change else { continue };
+            if ids[0].is_empty() {
+                continue;
+            }
+            if outbox {
+                let id = parse_entry_id(&ids[0])?
+                    .ok_or_else(|| StoreError::Backend("offline script returned no entry id".into()))?;
+                let agent = change.agent_id.as_str().to_owned();
+                if parse_entry_id(&ids[1])?.is_some() {
+                    behind.push(agent.clone());
+                }
+                queued.push(Entry {
+                    id,
+                    agent,
+                    publishes: vec![(agents_channel.clone(), draft.clone()), (channel, draft)],
+                });
+            }
+            made.push(change);
+        }
+        if !queued.is_empty() || !left_behind.is_empty() {
+            let behind: Vec<&str> = behind.iter().map(String::as_str).collect();
+            self.publish_left_behind(bucket, left_behind, queued, &behind).await.map_err(|err| {
+                StoreError::Unavailable(format!(
+                    "took {} agents offline; their events will be published later: {err}",
+                    made.len()
+                ))
+            })?;
+        }
+        Ok(made)
+    }
+
+    /// Publishes entries of one bucket that are in its outbox: entries
+    /// found left behind, the entries this process just queued, and the
+    /// earlier pending entries of the agents in `behind`, all in outbox
+    /// order; then removes them.
+    async fn publish_left_behind(
+        &self,
+        bucket: &Bucket,
+        left_behind: Vec<Entry>,
+        queued: Vec<Entry>,
+        behind: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut entries = left_behind;
+        if let Some(newest) = queued.iter().map(|e| e.id).max()
+            && !behind.is_empty()
+        {
+            entries.extend(self.pending_of(bucket, &behind.iter().copied().collect(), newest).await?);
+        }
+        entries.extend(queued);
+        entries.sort_by_key(|e| e.id);
+        entries.dedup_by_key(|e| e.id);
+        self.publish_entries(&entries).await?;
+        self.ack(bucket, entries.into_iter().map(|e| (e.id.to_string(), e.agent)).collect()).await
     }
 
     pub(super) async fn op_claim_idempotency_key(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -300,18 +459,22 @@ impl RedisStore {
     }
 
     pub(super) async fn op_counts(&self) -> Result<AgentCounts, StoreError> {
-        let mut conn = self.conn().await?;
-        let (online, total): (u64, u64) = self
-            .call(
-                redis::pipe()
-                    .atomic()
-                    .cmd("ZCARD")
-                    .arg(&self.keys.seen)
-                    .cmd("HLEN")
-                    .arg(&self.keys.agents)
-                    .query_async(&mut conn),
-            )
+        // Two commands per bucket, not a `MULTI` (see `read_for_report`).
+        let parts = self
+            .each_bucket(|bucket| async move {
+                let conn = self.conn().await?;
+                let (mut c1, mut c2) = (conn.clone(), conn);
+                let mut online = redis::cmd("ZCARD");
+                online.arg(&bucket.seen);
+                let mut total = redis::cmd("HLEN");
+                total.arg(&bucket.state);
+                futures_util::try_join!(
+                    self.call::<u64>(online.query_async(&mut c1)),
+                    self.call::<u64>(total.query_async(&mut c2)),
+                )
+            })
             .await?;
+        let (online, total) = parts.iter().fold((0, 0), |(online, total), (o, t)| (online + o, total + t));
         Ok(AgentCounts { online, offline: total.saturating_sub(online) })
     }
 

@@ -3,9 +3,11 @@
 
 use pulse_bus::redis_lua;
 use pulse_protocol::probe::{AgentState, Alert};
-use pulse_protocol::{Channel, Event, Position};
+use pulse_protocol::{Channel, Event, Offset, Position};
 use redis::Script;
 
+use super::layout::Bucket;
+use super::outbox::Entry;
 use super::{RedisStore, millis, parse_id, to_json};
 use crate::StoreError;
 use crate::plan::{self, Publish};
@@ -14,15 +16,8 @@ pub(super) struct Scripts {
     pub(super) apply: Script,
     pub(super) silent: Script,
     pub(super) offline: Script,
-}
-
-/// The store's fixed keys, built once.
-#[derive(Clone)]
-pub(super) struct StoreKeys {
-    pub(super) agents: String,
-    pub(super) seen: String,
-    pub(super) alerts_open: String,
-    pub(super) alerts_recent: String,
+    pub(super) outbox_publish: Script,
+    pub(super) outbox_ack: Script,
 }
 
 /// Where a script's Lua source is prepended with the bus's publish function.
@@ -36,13 +31,52 @@ impl Scripts {
             apply: script(include_str!("lua/apply.lua")),
             silent: Script::new(include_str!("lua/silent.lua")),
             offline: script(include_str!("lua/offline.lua")),
+            outbox_publish: script(include_str!("lua/outbox_publish.lua")),
+            outbox_ack: Script::new(include_str!("lua/outbox_ack.lua")),
         }
     }
 }
 
-/// The events of `publishes`, published at `positions`.
-pub(super) fn events(publishes: Vec<Publish>, positions: Vec<Position>) -> Vec<Event> {
-    publishes.into_iter().zip(positions).map(|(publish, id)| publish.draft.into_event(publish.channel, id)).collect()
+/// The `mode` argument of the change scripts.
+pub(super) fn mode(outbox: bool) -> &'static str {
+    if outbox { "outbox" } else { "publish" }
+}
+
+/// The drafts of `publishes` as the scripts take them, each encoded once:
+/// `''` for a draft that is the previous one's (the same event on its agent
+/// channel).
+pub(super) fn encode_drafts(publishes: &[Publish]) -> Vec<String> {
+    let mut encoded = Vec::with_capacity(publishes.len());
+    for (n, publish) in publishes.iter().enumerate() {
+        if publish.repeats_previous && n > 0 {
+            encoded.push(String::new());
+        } else {
+            encoded.push(redis_lua::encode_draft(&publish.draft));
+        }
+    }
+    encoded
+}
+
+/// `encode_drafts` with every repeat filled in.
+fn resolve_repeats(encoded: &[String]) -> Vec<String> {
+    let mut previous = String::new();
+    encoded
+        .iter()
+        .map(|draft| {
+            if !draft.is_empty() {
+                previous.clone_from(draft);
+            }
+            previous.clone()
+        })
+        .collect()
+}
+
+/// Parses an outbox entry id as a script returns it (`''` = none).
+pub(super) fn parse_entry_id(id: &str) -> Result<Option<Offset>, StoreError> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    id.parse().map(Some).map_err(|e| StoreError::corrupt("outbox entry id returned by a script", e))
 }
 
 impl RedisStore {
@@ -54,21 +88,21 @@ impl RedisStore {
     }
 
     /// Runs `apply.lua` for one planned change.
-    pub(super) async fn apply(&self, change: ApplyArgs<'_>) -> Result<Applied, StoreError> {
+    pub(super) async fn apply(&self, bucket: &Bucket, change: ApplyArgs<'_>) -> Result<Applied, StoreError> {
+        let outbox = self.buckets.outbox();
         let mut invocation = self.scripts.apply.prepare_invoke();
-        let dedupe_key = match change.report_id {
-            Some(report_id) => self.bus_keys().key(&format!("dedupe:{report_id}")),
-            // Never read: a heartbeat has no dedupe (TTL 0).
-            None => self.bus_keys().key("dedupe:"),
-        };
         invocation
-            .key(&self.keys.agents)
-            .key(&self.keys.seen)
-            .key(&self.keys.alerts_open)
-            .key(&self.keys.alerts_recent)
-            .key(dedupe_key);
-        for publish in change.publishes {
-            self.channel_keys(&mut invocation, &publish.channel);
+            .key(&bucket.state)
+            .key(&bucket.seen)
+            .key(&bucket.alerts)
+            .key(&bucket.recent)
+            .key(bucket.dedupe(change.report_id))
+            .key(&bucket.outbox)
+            .key(&bucket.pending);
+        if !outbox {
+            for publish in change.publishes {
+                self.channel_keys(&mut invocation, &publish.channel);
+            }
         }
         let dedupe_ms = if change.report_id.is_some() { millis(self.settings.dedupe_ttl).max(1) } else { 0 };
         invocation
@@ -79,7 +113,8 @@ impl RedisStore {
             .arg(dedupe_ms)
             .arg(self.bus.history_len())
             .arg(self.settings.recent_alerts.max(1))
-            .arg(redis_lua::epoch_candidate());
+            .arg(redis_lua::epoch_candidate())
+            .arg(mode(outbox));
         invocation.arg(change.compared.len());
         for (field, expected) in change.compared {
             invocation.arg(field).arg(expected);
@@ -92,20 +127,23 @@ impl RedisStore {
         for alert in change.resolved {
             invocation.arg(plan::alert_field(&alert.agent_id, &alert.check)).arg(to_json(alert)?);
         }
-        // An event published on two channels (fleet and agent) is encoded
-        // once.
-        let mut encoded = String::new();
-        for publish in change.publishes {
-            if !publish.repeats_previous || encoded.is_empty() {
-                encoded = redis_lua::encode_draft(&publish.draft);
-            }
-            invocation.arg(&encoded);
+        let drafts = encode_drafts(change.publishes);
+        for (publish, draft) in change.publishes.iter().zip(&drafts) {
+            invocation.arg(publish.channel.as_str()).arg(draft);
         }
 
         let mut conn = self.conn().await?;
         let reply: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        if reply.first().is_some_and(|status| status == "ok") {
+            self.replicated(&mut conn, &bucket.state).await?;
+        }
         match reply.split_first() {
-            Some((status, ids)) if status == "ok" => {
+            Some((status, [id, previous])) if status == "ok" && outbox => {
+                let Some(id) = parse_entry_id(id)? else { return Ok(Applied::Published(Vec::new())) };
+                let entry = Entry::of(id, change.state.agent_id.as_str(), change.publishes, &resolve_repeats(&drafts));
+                Ok(Applied::Queued { entry, previous: parse_entry_id(previous)? })
+            }
+            Some((status, ids)) if status == "ok" && !outbox => {
                 if ids.len() != change.publishes.len() {
                     return Err(StoreError::Backend(format!(
                         "apply script returned {} event ids for {} events",
@@ -114,12 +152,49 @@ impl RedisStore {
                     )));
                 }
                 let positions = ids.iter().map(|id| parse_id(id)).collect::<Result<Vec<_>, StoreError>>()?;
-                Ok(Applied::Done(positions))
+                Ok(Applied::Published(positions))
             }
             Some((status, _)) if status == "duplicate" => Ok(Applied::Duplicate),
             Some((status, _)) if status == "conflict" => Ok(Applied::Conflict),
             _ => Err(StoreError::Backend(format!("apply script returned {reply:?}"))),
         }
+    }
+
+    /// The events of an applied change: published by its script already, or
+    /// published now from the outbox. A change whose events could not be
+    /// published now is still made, and its events still go out (with the
+    /// agent's next change, or the checker's sweep): the error says so.
+    pub(super) async fn events(
+        &self,
+        bucket: &Bucket,
+        publishes: Vec<Publish>,
+        applied: Applied,
+    ) -> Result<Vec<Event>, StoreError> {
+        let positions = match applied {
+            Applied::Published(positions) => positions.into_iter().map(Some).collect(),
+            Applied::Queued { entry, previous } => self.deliver(bucket, entry, previous).await.map_err(|err| {
+                StoreError::Unavailable(format!(
+                    "the change was made; its events are not all published (or replicated) yet, and will be: {err}"
+                ))
+            })?,
+            Applied::Duplicate | Applied::Conflict => Vec::new(),
+        };
+        let mut events = Vec::with_capacity(publishes.len());
+        for (publish, position) in publishes.into_iter().zip(positions) {
+            let position = match position {
+                Some(position) => Some(position),
+                None => self.find_published(&publish.channel, &publish.draft).await,
+            };
+            match position {
+                Some(id) => events.push(publish.draft.into_event(publish.channel, id)),
+                None => tracing::warn!(
+                    channel = %publish.channel,
+                    event_type = %publish.draft.event_type,
+                    "an event was published by another process and its position is unknown"
+                ),
+            }
+        }
+        Ok(events)
     }
 }
 
@@ -140,8 +215,15 @@ pub(super) struct ApplyArgs<'a> {
 }
 
 pub(super) enum Applied {
-    /// Applied; the positions of the events, in the order of the publishes.
-    Done(Vec<Position>),
+    /// Applied and published; the positions of the events, in the order of
+    /// the publishes.
+    Published(Vec<Position>),
+    /// Applied; the events wait in the outbox as `entry`. `previous` is the
+    /// agent's previous entry, if it was still pending.
+    Queued {
+        entry: Entry,
+        previous: Option<Offset>,
+    },
     Duplicate,
     Conflict,
 }
