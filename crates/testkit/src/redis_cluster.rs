@@ -491,6 +491,10 @@ mod tests {
         assert_eq!(cluster.master_of(key).await.unwrap(), to);
         let value: String = cluster.cmd(to, &["GET", key]).await.unwrap();
         assert_eq!(value, "v", "the key moved with its slot");
+        // Replication is asynchronous: the key must reach the replica
+        // before its master dies, or the promoted replica rightly lacks it.
+        let acked: i64 = cluster.cmd(to, &["WAIT", "1", "10000"]).await.unwrap();
+        assert_eq!(acked, 1, "the replica acknowledged the migrated key");
 
         let (killed, promoted) = cluster.kill_master_of(key).await.unwrap();
         assert_eq!(killed, to);
