@@ -731,7 +731,7 @@ impl PubSubLink {
         let mut failures: u32 = 0;
         let mut connected_before = false;
         loop {
-            let (conn, pushes) = match self.connect().await {
+            let (conn, pushes, subscribed) = match self.connect().await {
                 Ok(parts) => parts,
                 Err(err) => {
                     if failures == 0 {
@@ -766,7 +766,7 @@ impl PubSubLink {
             connected_before = true;
             failures = 0;
 
-            let ended = self.serve(conn, pushes, &mut requests).await;
+            let ended = self.serve(conn, pushes, subscribed, &mut requests).await;
             self.link.set(LinkState::Down);
             match ended {
                 Ended::BusGone => return,
@@ -778,19 +778,28 @@ impl PubSubLink {
         }
     }
 
-    async fn connect(&self) -> Result<(RedisConnection, Pushes), BusError> {
+    /// A new connection, subscribed to the channels the router wants now;
+    /// returns them with it.
+    async fn connect(&self) -> Result<(RedisConnection, Pushes, HashSet<Channel>), BusError> {
         let (sender, pushes) = mpsc::unbounded_channel();
         let mut conn = self.deployment.connect_pushing(self.request_timeout, sender).await?;
-        let channels: Vec<String> = self.router.channels().iter().map(|c| self.keys.live(c)).collect();
+        let wanted = self.router.channels();
+        let channels: Vec<String> = wanted.iter().map(|c| self.keys.live(c)).collect();
         if !channels.is_empty() {
             tokio::time::timeout(self.ping_timeout, conn.ssubscribe(&channels))
                 .await
                 .map_err(|_| BusError::Unavailable("redis did not confirm the subscriptions in time".into()))??;
         }
-        Ok((conn, pushes))
+        Ok((conn, pushes, wanted.into_iter().collect()))
     }
 
     /// Runs one connection until it is lost, silent, or the bus is dropped.
+    ///
+    /// `subscribed` is what [`connect`](Self::connect) subscribed, not what
+    /// the router wants by now: a channel added to the router since then
+    /// (a subscribe that started while the connection was being made, or
+    /// the first one after [`RedisBus::connect`] returned) is subscribed
+    /// by its own request, which is waiting in `requests`.
     ///
     /// Live messages are read all along: a subscribe, unsubscribe or ping
     /// waiting for Redis's answer (one at a time, in order) runs beside the
@@ -799,9 +808,9 @@ impl PubSubLink {
         &self,
         conn: RedisConnection,
         mut pushes: Pushes,
+        mut subscribed: HashSet<Channel>,
         requests: &mut mpsc::UnboundedReceiver<Converge>,
     ) -> Ended {
-        let mut subscribed: HashSet<Channel> = self.router.channels().into_iter().collect();
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
