@@ -68,6 +68,15 @@ impl RedisStore {
     /// has either run completely or not at all: a caller that retries a
     /// report gets the dedupe answer if it had run. A connection that
     /// failed is replaced for the next call.
+    /// Sends `cmd` on this thread's connection and awaits it with
+    /// [`call`](Self::call)'s deadline. Several queries awaited together
+    /// are pipelined on that one connection (separate commands, not a
+    /// `MULTI`: see `read_for_report`).
+    pub(super) async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        self.call(cmd.query_async(&mut conn)).await
+    }
+
     pub(super) async fn call<T>(&self, request: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
         deadline::within(self.bus.request_timeout(), request).await.map_err(|err| {
             if !err.connection_usable() {

@@ -110,21 +110,19 @@ impl RedisStore {
         report: &Report,
         fields: &[String],
     ) -> Result<Option<Known>, StoreError> {
-        let conn = self.conn().await?;
-        let (mut c1, mut c2, mut c3) = (conn.clone(), conn.clone(), conn);
         let mut exists = redis::cmd("EXISTS");
         exists.arg(bucket.dedupe(Some(&report.report_id)));
         let mut state = redis::cmd("HGET");
         state.arg(&bucket.state).arg(report.agent_id.as_str());
         let mut alerts = redis::cmd("HMGET");
         alerts.arg(&bucket.alerts).arg(fields);
-        let duplicate = self.call::<bool>(exists.query_async(&mut c1));
-        let state = self.call::<Option<String>>(state.query_async(&mut c2));
+        let duplicate = self.query::<bool>(exists);
+        let state = self.query::<Option<String>>(state);
         let alerts = async {
             if fields.is_empty() {
                 return Ok(Vec::new());
             }
-            self.call::<Vec<Option<String>>>(alerts.query_async(&mut c3)).await
+            self.query::<Vec<Option<String>>>(alerts).await
         };
         let (duplicate, state_json, alert_jsons) = futures_util::try_join!(duplicate, state, alerts)?;
         if duplicate {
@@ -202,9 +200,10 @@ impl RedisStore {
 
     pub(super) async fn op_agents(&self) -> Result<Vec<AgentState>, StoreError> {
         let jsons = self
-            .each_bucket(|bucket| async move {
-                let mut conn = self.conn().await?;
-                self.call::<Vec<String>>(redis::cmd("HVALS").arg(&bucket.state).query_async(&mut conn)).await
+            .each_bucket(|bucket| {
+                let mut values = redis::cmd("HVALS");
+                values.arg(&bucket.state);
+                self.query::<Vec<String>>(values)
             })
             .await?;
         let mut agents = readable::<AgentState>("agent state", &jsons.concat());
@@ -225,16 +224,11 @@ impl RedisStore {
         // Two commands per bucket, not a `MULTI` (see `read_for_report`).
         let parts = self
             .each_bucket(|bucket| async move {
-                let conn = self.conn().await?;
-                let (mut c1, mut c2) = (conn.clone(), conn);
                 let mut open = redis::cmd("HVALS");
                 open.arg(&bucket.alerts);
                 let mut recent = redis::cmd("LRANGE");
                 recent.arg(&bucket.recent).arg(0).arg(keep - 1);
-                futures_util::try_join!(
-                    self.call::<Vec<String>>(open.query_async(&mut c1)),
-                    self.call::<Vec<String>>(recent.query_async(&mut c2)),
-                )
+                futures_util::try_join!(self.query::<Vec<String>>(open), self.query::<Vec<String>>(recent))
             })
             .await?;
         let (open, recent): (Vec<Vec<String>>, Vec<Vec<String>>) = parts.into_iter().unzip();
@@ -462,16 +456,11 @@ impl RedisStore {
         // Two commands per bucket, not a `MULTI` (see `read_for_report`).
         let parts = self
             .each_bucket(|bucket| async move {
-                let conn = self.conn().await?;
-                let (mut c1, mut c2) = (conn.clone(), conn);
                 let mut online = redis::cmd("ZCARD");
                 online.arg(&bucket.seen);
                 let mut total = redis::cmd("HLEN");
                 total.arg(&bucket.state);
-                futures_util::try_join!(
-                    self.call::<u64>(online.query_async(&mut c1)),
-                    self.call::<u64>(total.query_async(&mut c2)),
-                )
+                futures_util::try_join!(self.query::<u64>(online), self.query::<u64>(total))
             })
             .await?;
         let (online, total) = parts.iter().fold((0, 0), |(online, total), (o, t)| (online + o, total + t));
@@ -479,8 +468,7 @@ impl RedisStore {
     }
 
     pub(super) async fn op_check(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let _: String = self.call(redis::cmd("PING").query_async(&mut conn)).await?;
+        let _: String = self.query(redis::cmd("PING")).await?;
         Ok(())
     }
 
