@@ -336,6 +336,12 @@ impl RedisBus {
         self.inner.check_replicated(short)
     }
 
+    /// Whether writes wait for replicas (`redis.replicas_to_ack` above 0):
+    /// when not, [`wait_replicas`](Self::wait_replicas) returns at once.
+    pub fn waits_for_replicas(&self) -> bool {
+        self.inner.replicas_to_ack > 0
+    }
+
     /// Whether the bus runs on a Redis Cluster (detected on connect).
     pub fn is_cluster(&self) -> bool {
         self.inner.deployment.is_cluster()

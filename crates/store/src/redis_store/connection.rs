@@ -38,6 +38,16 @@ impl SharedConnection {
         if let Some((_, connection)) = self.current().iter().find(|(t, _)| *t == thread) {
             return Ok(connection.clone());
         }
+        // Boxed: opening is rare, and its future would make every call's
+        // future larger.
+        Box::pin(self.open(bus, thread)).await
+    }
+
+    async fn open(
+        &self,
+        bus: &pulse_bus::RedisBus,
+        thread: std::thread::ThreadId,
+    ) -> Result<RedisConnection, StoreError> {
         let connection = bus.open_connection().await?;
         let mut current = self.current();
         // Another operation of this thread may have opened one meanwhile:
@@ -91,6 +101,11 @@ impl RedisStore {
     /// master of `key`'s slot): a failover then cannot lose a change whose
     /// events are out, nor an event whose outbox entry is removed.
     pub(super) async fn replicated(&self, conn: &mut RedisConnection, key: &str) -> Result<(), StoreError> {
-        self.bus.wait_replicas(conn, key).await.map_err(StoreError::from)
+        if !self.bus.waits_for_replicas() {
+            return Ok(());
+        }
+        // Boxed: the wait's future would triple the size of every change's
+        // future, which is moved into a box per call, replicas or not.
+        Box::pin(self.bus.wait_replicas(conn, key)).await.map_err(StoreError::from)
     }
 }

@@ -172,18 +172,22 @@ impl RedisStore {
     ) -> Result<Vec<Event>, StoreError> {
         let positions = match applied {
             Applied::Published(positions) => positions.into_iter().map(Some).collect(),
-            Applied::Queued { entry, previous } => self.deliver(bucket, entry, previous).await.map_err(|err| {
-                StoreError::Unavailable(format!(
-                    "the change was made; its events are not all published (or replicated) yet, and will be: {err}"
-                ))
-            })?,
+            // Boxed, like the lookup below: only the outbox layout waits
+            // here, and the futures would make every change's future larger.
+            Applied::Queued { entry, previous } => {
+                Box::pin(self.deliver(bucket, entry, previous)).await.map_err(|err| {
+                    StoreError::Unavailable(format!(
+                        "the change was made; its events are not all published (or replicated) yet, and will be: {err}"
+                    ))
+                })?
+            }
             Applied::Duplicate | Applied::Conflict => Vec::new(),
         };
         let mut events = Vec::with_capacity(publishes.len());
         for (publish, position) in publishes.into_iter().zip(positions) {
             let position = match position {
                 Some(position) => Some(position),
-                None => self.find_published(&publish.channel, &publish.draft).await,
+                None => Box::pin(self.find_published(&publish.channel, &publish.draft)).await,
             };
             match position {
                 Some(id) => events.push(publish.draft.into_event(publish.channel, id)),
