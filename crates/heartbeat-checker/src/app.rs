@@ -77,7 +77,7 @@ impl Application {
             let store = readiness_store.get().cloned();
             async move {
                 match store {
-                    Some(store) => store.check().await.map_err(|e| e.to_string()),
+                    Some(store) => store.check().await.map_err(|e| pulse_bus::error_chain(&e)),
                     None => Err("not connected to redis yet".to_owned()),
                 }
             }

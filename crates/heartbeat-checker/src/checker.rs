@@ -157,14 +157,16 @@ impl Checker {
                 }
                 Err(error) => {
                     metrics::counter!("pulse_heartbeat_scan_failures_total").increment(1);
-                    let message = error.to_string();
+                    // With its sources: the store's error names what failed,
+                    // its source why.
+                    let message = pulse_bus::error_chain(&error);
                     let unavailable = error.is_unavailable();
                     match &mut trouble {
                         None => {
                             if unavailable {
-                                tracing::warn!(%error, "store unavailable; heartbeat checker retrying with backoff");
+                                tracing::warn!(error = %message, "store unavailable; heartbeat checker retrying with backoff");
                             } else {
-                                tracing::error!(%error, "heartbeat scan failed; retrying at the next interval");
+                                tracing::error!(error = %message, "heartbeat scan failed; retrying at the next interval");
                             }
                             let mut delays = Box::new(pulse_bus::backoff(INITIAL_BACKOFF, self.settings.max_backoff));
                             let retry = delays.next().unwrap_or(INITIAL_BACKOFF);
@@ -179,7 +181,7 @@ impl Checker {
                         Some(t) => {
                             // Log a new kind of failure, not every retry.
                             if t.message != message && !(t.unavailable && unavailable) {
-                                tracing::error!(%error, "heartbeat scan failed");
+                                tracing::error!(error = %message, "heartbeat scan failed");
                             }
                             t.unavailable = unavailable;
                             t.message = message.clone();

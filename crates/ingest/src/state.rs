@@ -69,7 +69,7 @@ impl IngestState {
         let store = self.inner.store.clone();
         health.register("store", move || {
             let store = store.clone();
-            async move { store.check().await.map_err(|e| e.to_string()) }
+            async move { store.check().await.map_err(|e| pulse_bus::error_chain(&e)) }
         });
     }
 

@@ -66,7 +66,7 @@ use pulse_bus::{MemoryBus, RedisBus};
 #[cfg(doc)]
 use pulse_protocol::probe::HealthStatus;
 
-pub use error::StoreError;
+pub use error::{EventsDelayed, Source, StoreError};
 pub use memory::MemoryStore;
 pub use redis_store::{Layout, RedisStore};
 

@@ -230,7 +230,7 @@ fn draft<T: serde::Serialize>(
     trace: &Option<String>,
 ) -> Result<EventDraft, StoreError> {
     let mut draft = EventDraft::from_payload(event_type, payload)
-        .map_err(|e| StoreError::Backend(format!("encoding {event_type}: {e}")))?
+        .map_err(|e| StoreError::backend(format!("encoding {event_type}: {e}")))?
         .with_trace(trace.clone());
     // One operation, one time: the events carry the time the state records.
     draft.ts = now;

@@ -69,7 +69,8 @@ pub struct StoreSnapshots(pub Arc<dyn pulse_store::Store>);
 #[async_trait]
 impl SnapshotSource for StoreSnapshots {
     async fn snapshot(&self, channel: &Channel) -> Result<Option<serde_json::Value>, SnapshotError> {
-        let fail = |e: &dyn std::fmt::Display| SnapshotError(e.to_string());
+        // With its sources: the store's error names what failed, its source why.
+        let fail = |e: &dyn std::error::Error| SnapshotError(pulse_bus::error_chain(e));
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| fail(&e));
         match channel.as_str() {
             Channel::AGENTS => {

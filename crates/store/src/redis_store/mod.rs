@@ -149,7 +149,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding state: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::backend(format!("encoding state: {e}")))
 }
 
 fn from_json<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {

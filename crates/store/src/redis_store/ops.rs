@@ -19,7 +19,7 @@ use super::outbox::{Entry, OUTBOX_GRACE, RawEntry, parse_entries};
 use super::script::{Applied, ApplyArgs, mode, parse_entry_id};
 use super::{RedisStore, from_json, millis, readable, replaceable, to_json};
 use crate::plan;
-use crate::{AgentCounts, AlertsView, HeartbeatOutcome, ReportOutcome, StoreError};
+use crate::{AgentCounts, AlertsView, EventsDelayed, HeartbeatOutcome, ReportOutcome, StoreError};
 
 impl RedisStore {
     pub(super) async fn op_apply_report(
@@ -335,7 +335,7 @@ impl RedisStore {
             let agent_id = AgentId::parse(id);
             let plan = agent_id
                 .as_ref()
-                .map_err(|e| StoreError::corrupt("agent id in the online index", e))
+                .map_err(|e| StoreError::corrupt("agent id in the online index", e.clone()))
                 .and_then(|_| from_json::<AgentState>("agent state", json))
                 .and_then(|state| plan::plan_offline(&state, now));
             let (offline_json, draft_json, change) = match plan {
@@ -364,7 +364,7 @@ impl RedisStore {
             self.replicated(&mut conn, &bucket.state).await?;
         }
         if ids.len() != changes.len() * 2 {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::backend(format!(
                 "offline script returned {} ids for {} agents",
                 ids.len(),
                 changes.len()
@@ -382,7 +382,7 @@ impl RedisStore {
             }
             if outbox {
                 let id = parse_entry_id(&ids[0])?
-                    .ok_or_else(|| StoreError::Backend("offline script returned no entry id".into()))?;
+                    .ok_or_else(|| StoreError::backend("offline script returned no entry id"))?;
                 let agent = change.agent_id.as_str().to_owned();
                 if parse_entry_id(&ids[1])?.is_some() {
                     behind.push(agent.clone());
@@ -397,12 +397,9 @@ impl RedisStore {
         }
         if !queued.is_empty() || !left_behind.is_empty() {
             let behind: Vec<&str> = behind.iter().map(String::as_str).collect();
-            self.publish_left_behind(bucket, left_behind, queued, &behind).await.map_err(|err| {
-                StoreError::Unavailable(format!(
-                    "took {} agents offline; their events will be published later: {err}",
-                    made.len()
-                ))
-            })?;
+            self.publish_left_behind(bucket, left_behind, queued, &behind)
+                .await
+                .map_err(|err| StoreError::Unavailable(Box::new(EventsDelayed { made: made.len(), source: err })))?;
         }
         Ok(made)
     }

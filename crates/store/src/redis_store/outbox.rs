@@ -238,7 +238,7 @@ impl RedisStore {
         for (groups, positions) in answers {
             let expected: usize = groups.iter().map(|(_, publishes)| publishes.len()).sum();
             if positions.len() != expected {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::backend(format!(
                     "outbox publish returned {} positions for {expected} events",
                     positions.len()
                 )));

@@ -9,8 +9,8 @@ use redis::Script;
 use super::layout::Bucket;
 use super::outbox::Entry;
 use super::{RedisStore, millis, parse_id, to_json};
-use crate::StoreError;
 use crate::plan::{self, Publish};
+use crate::{EventsDelayed, StoreError};
 
 pub(super) struct Scripts {
     pub(super) apply: Script,
@@ -145,7 +145,7 @@ impl RedisStore {
             }
             Some((status, ids)) if status == "ok" && !outbox => {
                 if ids.len() != change.publishes.len() {
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::backend(format!(
                         "apply script returned {} event ids for {} events",
                         ids.len(),
                         change.publishes.len()
@@ -156,7 +156,7 @@ impl RedisStore {
             }
             Some((status, _)) if status == "duplicate" => Ok(Applied::Duplicate),
             Some((status, _)) if status == "conflict" => Ok(Applied::Conflict),
-            _ => Err(StoreError::Backend(format!("apply script returned {reply:?}"))),
+            _ => Err(StoreError::backend(format!("apply script returned {reply:?}"))),
         }
     }
 
@@ -174,13 +174,9 @@ impl RedisStore {
             Applied::Published(positions) => positions.into_iter().map(Some).collect(),
             // Boxed, like the lookup below: only the outbox layout waits
             // here, and the futures would make every change's future larger.
-            Applied::Queued { entry, previous } => {
-                Box::pin(self.deliver(bucket, entry, previous)).await.map_err(|err| {
-                    StoreError::Unavailable(format!(
-                        "the change was made; its events are not all published (or replicated) yet, and will be: {err}"
-                    ))
-                })?
-            }
+            Applied::Queued { entry, previous } => Box::pin(self.deliver(bucket, entry, previous))
+                .await
+                .map_err(|err| StoreError::Unavailable(Box::new(EventsDelayed { made: 1, source: err })))?,
             Applied::Duplicate | Applied::Conflict => Vec::new(),
         };
         let mut events = Vec::with_capacity(publishes.len());
