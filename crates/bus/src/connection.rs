@@ -137,7 +137,7 @@ impl Deployment {
     pub(crate) async fn detect(url: &str, timeout: Duration) -> Result<Self, BusError> {
         let urls: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
         let invalid = |e: &dyn std::fmt::Display| {
-            BusError::Unavailable(format!("invalid redis url {:?}: {e}", crate::settings::redact_url(url)))
+            BusError::Unavailable(format!("invalid redis url {:?}: {e}", crate::settings::redact_url(url)).into())
         };
         if urls.is_empty() {
             return Err(invalid(&"empty"));

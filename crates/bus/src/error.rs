@@ -1,19 +1,24 @@
+/// What a [`BusError`] came from, kept whole: the Redis, pool or deadline
+/// error, or a message where the bus itself found the fault. Print a
+/// `BusError` with its sources ([`error_chain`]) to see it.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The backing store cannot be reached (Redis down, pool exhausted,
     /// timed out). Retrying later may succeed; HTTP services answer 503.
-    #[error("the event bus is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the event bus is unavailable")]
+    Unavailable(#[source] Source),
     /// A request was sent but not answered in time, and its connection was
     /// discarded: it may or may not have taken effect. A publish with an
     /// idempotency key can be retried with the same key; one without cannot
     /// be retried without risking a duplicate.
-    #[error("the event bus did not answer in time; the request may have taken effect: {0}")]
-    OutcomeUnknown(String),
+    #[error("the event bus did not answer in time; the request may have taken effect")]
+    OutcomeUnknown(#[source] Source),
     /// Redis answered with an error other than a connection failure.
-    #[error("redis command failed: {0}")]
-    Redis(redis::RedisError),
+    #[error("redis command failed")]
+    Redis(#[source] redis::RedisError),
     /// An entry in history or on the live channel is not a valid event.
     #[error("malformed event in channel {channel:?}: {reason}")]
     Corrupt { channel: String, reason: String },
@@ -40,7 +45,7 @@ impl BusError {
 
 impl From<redis::RedisError> for BusError {
     fn from(err: redis::RedisError) -> Self {
-        if is_unavailable(&err) { Self::Unavailable(err.to_string()) } else { Self::Redis(err) }
+        if is_unavailable(&err) { Self::Unavailable(err.into()) } else { Self::Redis(err) }
     }
 }
 
@@ -78,8 +83,8 @@ impl From<crate::deadline::CallError> for BusError {
     fn from(err: crate::deadline::CallError) -> Self {
         use crate::deadline::CallError;
         match err {
-            CallError::TimedOut(_) | CallError::Lost(_) => Self::OutcomeUnknown(error_chain(&err)),
-            CallError::Refused(_) => Self::Unavailable(error_chain(&err)),
+            CallError::TimedOut(_) | CallError::Lost(_) => Self::OutcomeUnknown(err.into()),
+            CallError::Refused(_) => Self::Unavailable(err.into()),
             CallError::Failed(err) => err.into(),
         }
     }
@@ -101,7 +106,29 @@ impl From<deadpool_redis::PoolError> for BusError {
     fn from(err: deadpool_redis::PoolError) -> Self {
         match err {
             deadpool_redis::PoolError::Backend(err) => err.into(),
-            other => Self::Unavailable(other.to_string()),
+            other => Self::Unavailable(other.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cause travels as the error's source, not as text in its message:
+    /// a caller can print the chain or look at the cause itself.
+    #[test]
+    fn keeps_the_cause_as_its_source() {
+        let redis = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let err = BusError::from(redis);
+        assert!(err.is_unavailable());
+        assert_eq!(err.to_string(), "the event bus is unavailable");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.downcast_ref::<redis::RedisError>().is_some(), "{source:?}");
+        assert!(error_chain(&err).starts_with("the event bus is unavailable: "), "{}", error_chain(&err));
+        // A read whose outcome is unknown is unavailable, with the same cause.
+        let unknown = BusError::OutcomeUnknown("no answer".into()).read();
+        assert!(matches!(unknown, BusError::Unavailable(_)));
+        assert_eq!(error_chain(&unknown), "the event bus is unavailable: no answer");
     }
 }

@@ -249,7 +249,7 @@ impl RedisBus {
                 Commands::Pool(
                     pool_config
                         .create_pool(Some(Runtime::Tokio1))
-                        .map_err(|e| BusError::Unavailable(format!("cannot create redis pool: {e}")))?,
+                        .map_err(|e| BusError::Unavailable(format!("cannot create redis pool: {e}").into()))?,
                 )
             }
             Deployment::Cluster { seeds } => {
@@ -298,9 +298,9 @@ impl RedisBus {
         tokio::spawn(pubsub.run(requests));
         // Ready means live events can arrive too: wait for the pub/sub link.
         if !link.wait_up(request_timeout).await {
-            return Err(BusError::Unavailable(format!(
-                "the redis pub/sub connection did not come up within {request_timeout:?}"
-            )));
+            return Err(BusError::Unavailable(
+                format!("the redis pub/sub connection did not come up within {request_timeout:?}").into(),
+            ));
         }
         Ok(bus)
     }
@@ -470,7 +470,7 @@ impl Inner {
             "published, but only {acked} replicas confirmed it in time (redis.replicas_to_ack = {}): a failover may \
              lose it",
             self.replicas_to_ack
-        )))
+        ).into()))
     }
 
     /// A connection for one request (the pool's own wait and create
@@ -561,7 +561,9 @@ impl Backend for Inner {
         self.listener.send(Converge { channel: channel.clone(), done: Some(done) }).map_err(|_| BusError::Closed)?;
         tokio::time::timeout(self.request_timeout, answer)
             .await
-            .map_err(|_| BusError::Unavailable(format!("redis did not subscribe within {:?}", self.request_timeout)))?
+            .map_err(|_| {
+                BusError::Unavailable(format!("redis did not subscribe within {:?}", self.request_timeout).into())
+            })?
             .map_err(|_| BusError::Closed)?
     }
 
@@ -682,7 +684,7 @@ async fn renew_history_len_claim(inner: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         if let Err(err) = inner.claim_history_len().await {
-            tracing::debug!(error = %err, "could not renew the history length claim; retrying");
+            tracing::debug!(error = %crate::error_chain(&err), "could not renew the history length claim; retrying");
         }
     }
 }
@@ -741,7 +743,7 @@ impl PubSubLink {
                 Ok(parts) => parts,
                 Err(err) => {
                     if failures == 0 {
-                        tracing::warn!(error = %err, "redis pub/sub connection failed; reconnecting with backoff");
+                        tracing::warn!(error = %crate::error_chain(&err), "redis pub/sub connection failed; reconnecting with backoff");
                     }
                     link::count_error("subscribe");
                     failures = failures.saturating_add(1);
@@ -752,7 +754,7 @@ impl PubSubLink {
                         tokio::select! {
                             () = &mut retry => break,
                             request = requests.recv() => match request {
-                                Some(request) => answer(request, Err(BusError::Unavailable(err.to_string()))),
+                                Some(request) => answer(request, Err(BusError::Unavailable(crate::error_chain(&err).into()))),
                                 None => return,
                             },
                         }
@@ -875,7 +877,7 @@ impl PubSubLink {
                     in_flight = None;
                     changing = None;
                     if let Err(err) = result {
-                        let why = err.to_string();
+                        let why = crate::error_chain(&err);
                         if let Some(request) = request {
                             answer(request, Err(err));
                         }
@@ -918,9 +920,9 @@ impl PubSubLink {
             };
             let result = match tokio::time::timeout(timeout, sent).await {
                 Ok(result) => result.map_err(BusError::from),
-                Err(_) => {
-                    Err(BusError::Unavailable(format!("redis did not answer on the pub/sub link within {timeout:?}")))
-                }
+                Err(_) => Err(BusError::Unavailable(
+                    format!("redis did not answer on the pub/sub link within {timeout:?}").into(),
+                )),
             };
             (request, change, result)
         })

@@ -223,7 +223,7 @@ impl Subscription {
                         // waiting here holds nothing up. Retry with backoff.
                         self.fill_failures = self.fill_failures.saturating_add(1);
                         let delay = crate::backoff::delay(self.fill_failures);
-                        tracing::debug!(channel = %channel, error = %err, ?delay, "filling from history failed; retrying");
+                        tracing::debug!(channel = %channel, error = %crate::error_chain(&err), ?delay, "filling from history failed; retrying");
                         tokio::time::sleep(delay).await;
                     }
                 }
@@ -334,11 +334,13 @@ impl SubscriptionHandle {
         rollback.armed = false;
         let mut state = shared.lock();
         let Some(entry) = state.channels.get_mut(channel) else {
-            return Err(BusError::Unavailable(format!("{channel} was unsubscribed while subscribing")));
+            return Err(BusError::Unavailable(format!("{channel} was unsubscribed while subscribing").into()));
         };
         if entry.generation != generation {
             // A later subscribe of the same channel took over.
-            return entry.last.ok_or_else(|| BusError::Unavailable(format!("{channel} is being subscribed again")));
+            return entry
+                .last
+                .ok_or_else(|| BusError::Unavailable(format!("{channel} is being subscribed again").into()));
         }
         entry.last = Some(head);
         let early = std::mem::take(&mut entry.early);

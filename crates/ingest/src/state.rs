@@ -64,7 +64,7 @@ impl IngestState {
         let bus = self.inner.bus.clone();
         health.register("bus", move || {
             let bus = bus.clone();
-            async move { bus.check().await.map_err(|e| e.to_string()) }
+            async move { bus.check().await.map_err(|e| pulse_bus::error_chain(&e)) }
         });
         let store = self.inner.store.clone();
         health.register("store", move || {

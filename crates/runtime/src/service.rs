@@ -120,7 +120,7 @@ pub async fn connect_retrying(
             }
             Err(error) => {
                 if !warned {
-                    tracing::warn!(%error, ?redis, "cannot connect to redis; retrying with backoff");
+                    tracing::warn!(error = %pulse_bus::error_chain(&error), ?redis, "cannot connect to redis; retrying with backoff");
                     warned = true;
                 }
                 let delay = delays.next().unwrap_or(max_backoff);

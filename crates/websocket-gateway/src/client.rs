@@ -123,7 +123,7 @@ impl Client {
             Ok(registered) => registered,
             Err(err) => {
                 self.queue.discard(tag);
-                tracing::warn!(%channel, error = %err, "subscribe failed");
+                tracing::warn!(%channel, error = %pulse_bus::error_chain(&err), "subscribe failed");
                 return Err(ControlMessage::Error {
                     code: ErrorCode::Unavailable,
                     message: format!("cannot subscribe now: {err}; try again"),
@@ -252,7 +252,7 @@ impl Replay {
             let history = match self.bus.history(&self.channel, after, self.pages.limit()).await {
                 Ok(history) => history,
                 Err(err) => {
-                    tracing::warn!(channel = %self.channel, error = %err, "history unavailable during resume");
+                    tracing::warn!(channel = %self.channel, error = %pulse_bus::error_chain(&err), "history unavailable during resume");
                     self.queue.push_control(ByteString::from(
                         ControlMessage::Error {
                             code: ErrorCode::Unavailable,

@@ -64,7 +64,7 @@ impl ChannelEntry {
 /// Why a subscription could not be made.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HubError {
-    #[error("the event bus is unavailable: {0}")]
+    #[error(transparent)]
     Bus(#[from] BusError),
 }
 

@@ -117,7 +117,7 @@ impl Presence {
                 if let Some(draft) = self.update(&channel)
                     && let Err(error) = bus.publish(&channel, draft).await
                 {
-                    tracing::warn!(%channel, %error, "cannot publish presence");
+                    tracing::warn!(%channel, error = %pulse_bus::error_chain(&error), "cannot publish presence");
                 }
             }
         }

@@ -45,7 +45,7 @@ impl Application {
             let bus = bus.clone();
             health.register("bus", move || {
                 let bus = bus.clone();
-                async move { bus.check().await.map_err(|e| e.to_string()) }
+                async move { bus.check().await.map_err(|e| pulse_bus::error_chain(&e)) }
             });
         }
         let shutdown = Shutdown::new();
