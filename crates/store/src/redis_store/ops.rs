@@ -115,12 +115,10 @@ impl RedisStore {
     ) -> Result<Option<Known>, StoreError> {
         let mut exists = redis::cmd("EXISTS");
         exists.arg(bucket.dedupe(Some(&report.report_id)));
-        let mut state = redis::cmd("HGET");
-        state.arg(&bucket.state).arg(report.agent_id.as_str());
         let mut alerts = redis::cmd("HMGET");
         alerts.arg(&bucket.alerts).arg(fields);
         let duplicate = self.query::<bool>(exists);
-        let state = self.query::<Option<String>>(state);
+        let state = self.state_json(bucket, &report.agent_id);
         let alerts = async {
             if fields.is_empty() {
                 return Ok(Vec::new());
@@ -135,11 +133,16 @@ impl RedisStore {
         Ok(Some(self.known(&report.agent_id, state_json, alerts)))
     }
 
+    /// The stored state JSON of an agent, if any.
+    async fn state_json(&self, bucket: &Bucket, agent_id: &AgentId) -> Result<Option<String>, StoreError> {
+        let mut get = redis::cmd("HGET");
+        get.arg(&bucket.state).arg(agent_id.as_str());
+        self.query(get).await
+    }
+
     /// Reads an agent's state (for a heartbeat's plan).
     async fn read_state(&self, bucket: &Bucket, agent_id: &AgentId) -> Result<Known, StoreError> {
-        let mut conn = self.conn().await?;
-        let state_json: Option<String> =
-            self.call(redis::cmd("HGET").arg(&bucket.state).arg(agent_id.as_str()).query_async(&mut conn)).await?;
+        let state_json = self.state_json(bucket, agent_id).await?;
         Ok(self.known(agent_id, state_json, HashMap::new()))
     }
 
@@ -215,10 +218,7 @@ impl RedisStore {
     }
 
     pub(super) async fn op_agent(&self, agent_id: &AgentId) -> Result<Option<AgentState>, StoreError> {
-        let bucket = self.buckets.of(agent_id);
-        let mut conn = self.conn().await?;
-        let json: Option<String> =
-            self.call(redis::cmd("HGET").arg(&bucket.state).arg(agent_id.as_str()).query_async(&mut conn)).await?;
+        let json = self.state_json(self.buckets.of(agent_id), agent_id).await?;
         json.as_deref().map(|json| from_json("agent state", json)).transpose()
     }
 
@@ -428,28 +428,21 @@ impl RedisStore {
         self.ack(bucket, entries.into_iter().map(|e| (e.id.to_string(), e.agent)).collect()).await
     }
 
+    /// `{prefix}idem:{key}`: an idempotency key of the publish API.
+    fn idempotency_key(&self, key: &str) -> String {
+        self.bus_keys().key(&format!("idem:{key}"))
+    }
+
     pub(super) async fn op_claim_idempotency_key(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
-        let reply: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(self.bus_keys().key(&format!("idem:{key}")))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(ttl).max(1))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(reply.is_some())
+        let mut claim = redis::cmd("SET");
+        claim.arg(self.idempotency_key(key)).arg(1).arg("NX").arg("PX").arg(millis(ttl).max(1));
+        Ok(self.query::<Option<String>>(claim).await?.is_some())
     }
 
     pub(super) async fn op_release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let _: u64 = self
-            .call(redis::cmd("DEL").arg(self.bus_keys().key(&format!("idem:{key}"))).query_async(&mut conn))
-            .await?;
-        Ok(())
+        let mut release = redis::cmd("DEL");
+        release.arg(self.idempotency_key(key));
+        self.query::<u64>(release).await.map(drop)
     }
 
     pub(super) async fn op_counts(&self) -> Result<AgentCounts, StoreError> {

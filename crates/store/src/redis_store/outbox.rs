@@ -163,18 +163,9 @@ impl RedisStore {
         let mut unreadable = Vec::new();
         let mut start = "-".to_owned();
         loop {
-            let mut conn = self.conn().await?;
-            let raw: Vec<RawEntry> = self
-                .call(
-                    redis::cmd("XRANGE")
-                        .arg(&bucket.outbox)
-                        .arg(&start)
-                        .arg(format!("({before}"))
-                        .arg("COUNT")
-                        .arg(PAGE)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut page = redis::cmd("XRANGE");
+            page.arg(&bucket.outbox).arg(&start).arg(format!("({before}")).arg("COUNT").arg(PAGE);
+            let raw: Vec<RawEntry> = self.query(page).await?;
             let full = raw.len() >= PAGE;
             if let Some((last, _)) = raw.last() {
                 start = format!("({last}");
@@ -207,16 +198,10 @@ impl RedisStore {
             }
         }
         let calls = by_channel.iter().map(|(channel, groups)| async move {
-            let keys = self.bus_keys();
             let mut invocation = self.scripts.outbox_publish.prepare_invoke();
             let marker = self.marker_key(channel);
-            invocation
-                .key(keys.hist(channel))
-                .key(keys.live(channel))
-                .key(keys.epoch(channel))
-                .key(&marker)
-                .arg(self.bus.history_len())
-                .arg(redis_lua::epoch_candidate());
+            self.channel_keys(&mut invocation, channel);
+            invocation.key(&marker).arg(self.bus.history_len()).arg(redis_lua::epoch_candidate());
             for (e, publishes) in groups {
                 let entry = &entries[*e];
                 invocation.arg(&entry.agent).arg(entry.id.to_string()).arg(publishes.len());
