@@ -91,14 +91,9 @@ struct NodeProbe {
 async fn node_stats(url: &str) -> anyhow::Result<(u32, u64)> {
     let client = redis::Client::open(url).with_context(|| format!("node {url}"))?;
     let mut conn = client.get_multiplexed_async_connection().await.with_context(|| format!("connecting to {url}"))?;
-    let server: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
-    let pid = info_field(&server, "process_id").context("INFO server has no process_id")?;
+    let pid = procstat::redis_pid(&mut conn).await?.context("INFO server has no process_id")?;
     let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
-    Ok((u32::try_from(pid)?, xadd_calls(&stats)))
-}
-
-fn info_field(info: &str, field: &str) -> Option<u64> {
-    info.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
+    Ok((pid, xadd_calls(&stats)))
 }
 
 /// `calls=` of `cmdstat_xadd` in `INFO commandstats` (scripts' commands
@@ -253,6 +248,6 @@ mod tests {
             "# Commandstats\r\ncmdstat_get:calls=3,usec=1\r\ncmdstat_xadd:calls=1234,usec=99,usec_per_call=0.08\r\n";
         assert_eq!(xadd_calls(stats), 1234);
         assert_eq!(xadd_calls("# Commandstats\r\n"), 0);
-        assert_eq!(info_field("redis_version:7.0.15\r\nprocess_id:4242\r\n", "process_id"), Some(4242));
+        assert_eq!(procstat::info_field("redis_version:7.0.15\r\nprocess_id:4242\r\n", "process_id"), Some(4242));
     }
 }

@@ -103,10 +103,7 @@ pub async fn run(config: IngestConfig) -> anyhow::Result<IngestReport> {
     let stream_key =
         pulse_bus::redis_lua::Keys::new(config.prefix.clone()).hist(&pulse_protocol::Channel::well_known("reports"));
     let redis_pid = match redis.clone() {
-        Some(mut conn) => {
-            let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
-            info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|p| p.trim().parse::<u32>().ok())
-        }
+        Some(mut conn) => procstat::redis_pid(&mut conn).await?,
         None => None,
     };
     let added_before = match redis.clone() {
