@@ -80,6 +80,7 @@ conformance! {
     live_and_history_copies_carry_the_same_id(100),
     history_after_an_offset_with_a_limit(100),
     trimming_keeps_the_newest_and_reports_truncation(10),
+    trimming_in_batches_keeps_the_newest_trimmed_position_continuous(64),
     latest_and_head(100),
     many_subscribers_each_get_everything_in_order(1000),
     one_subscription_serves_many_channels(100),
@@ -172,6 +173,31 @@ async fn trimming_keeps_the_newest_and_reports_truncation(h: Harness) {
     assert_eq!(exact.events.len(), 10);
     // One before it, event 14 is gone.
     assert!(h.bus.history(&ch, ids[13], 100).await.unwrap().truncated);
+}
+
+/// With a history of 64 or more events, Redis trims in batches (up to
+/// `history_len / 32` events over, then back to `history_len`): whatever a
+/// backend keeps, it keeps at least the newest `history_len` events, at most
+/// a thirty-second more, and a reader at the newest trimmed event continues
+/// without a gap while one a step older is told.
+async fn trimming_in_batches_keeps_the_newest_trimmed_position_continuous(h: Harness) {
+    // History keeps 64 events.
+    let ch = channel("trimmed-in-batches");
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        ids.push(h.bus.publish(&ch, draft(n)).await.unwrap().id);
+    }
+    let all = h.bus.history(&ch, Position::ZERO, 1_000).await.unwrap();
+    let kept = all.events.iter().map(n_of).collect::<Vec<_>>();
+    assert!((64..=66).contains(&kept.len()), "kept {} events", kept.len());
+    let oldest = kept[0];
+    assert_eq!(kept, (oldest..200).collect::<Vec<_>>(), "the newest events, in order");
+    assert!(all.truncated, "older events were trimmed");
+    let newest_trimmed = usize::try_from(oldest - 1).unwrap();
+    let exact = h.bus.history(&ch, ids[newest_trimmed], 1_000).await.unwrap();
+    assert!(!exact.truncated, "nothing is missing after the newest trimmed event");
+    assert_eq!(exact.events.len(), kept.len());
+    assert!(h.bus.history(&ch, ids[newest_trimmed - 1], 1_000).await.unwrap().truncated);
 }
 
 async fn latest_and_head(h: Harness) {

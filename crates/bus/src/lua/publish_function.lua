@@ -28,9 +28,13 @@ local function pulse_publish(hist_key, live_key, epoch_key, epoch_candidate, max
     redis.call('SET', epoch_key, epoch)
   end
   if len > maxlen + math.floor(maxlen / 32) then
-    local trimmed = redis.call('XRANGE', hist_key, '-', '+', 'COUNT', len - maxlen)
-    redis.call('XTRIM', hist_key, 'MAXLEN', maxlen)
-    redis.call('XSETID', hist_key, id, 'MAXDELETEDID', trimmed[#trimmed][1])
+    -- Trim to one over, then delete that one by id: XDEL records it as the
+    -- max-deleted-entry-id (XTRIM records nothing), and only one entry is
+    -- read back instead of every trimmed one (each read entry costs the
+    -- script its whole event, copied into Lua).
+    redis.call('XTRIM', hist_key, 'MAXLEN', maxlen + 1)
+    local oldest = redis.call('XRANGE', hist_key, '-', '+', 'COUNT', 1)
+    redis.call('XDEL', hist_key, oldest[1][1])
   end
   local position = epoch .. ':' .. id
   redis.call('SPUBLISH', live_key, position .. ' ' .. draft_json)

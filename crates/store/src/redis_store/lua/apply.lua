@@ -35,7 +35,7 @@
 -- ({'ok', '', ''} for a change without events).
 local agent = ARGV[1]
 local ttl = tonumber(ARGV[5])
-if ttl > 0 and not redis.call('SET', KEYS[5], agent, 'NX', 'PX', ttl) then
+if ttl > 0 and not redis.call('SET', KEYS[5], agent, 'NX', 'PX', ARGV[5]) then
   return {'duplicate'}
 end
 local function refuse()
