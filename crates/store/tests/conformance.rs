@@ -617,6 +617,40 @@ async fn redis_away_is_unavailable_and_recovers() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A burst of reports on a store that has no connection yet (a fresh
+/// process, or the first requests after Redis came back) opens one Redis
+/// connection for the thread, not one per report in flight.
+#[tokio::test]
+async fn redis_a_burst_of_reports_opens_one_connection() -> anyhow::Result<()> {
+    let f = redis(StoreSettings::default()).await?;
+    let server = f.redis.as_ref().context("redis fixture")?;
+    let before = total_connections(server).await?;
+    let reports = (0..64).map(|n| report(&format!("burst-{n}"), &format!("r-{n}"), vec![]));
+    let outcomes = futures_util::future::join_all(reports.map(|r| {
+        let store = f.store.clone();
+        async move { store.apply_report(&r, None).await }
+    }))
+    .await;
+    for outcome in outcomes {
+        ensure!(!outcome?.duplicate);
+    }
+    let opened = total_connections(server).await? - before - 1;
+    ensure!(opened == 1, "64 reports on one thread opened {opened} connections");
+    Ok(())
+}
+
+/// Connections Redis has accepted so far (`INFO stats`), this query's own
+/// included.
+async fn total_connections(server: &RedisServer) -> anyhow::Result<u64> {
+    let info: String = server.cmd(&["INFO", "stats"]).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .context("no total_connections_received in INFO stats")?
+        .trim()
+        .parse()
+        .context("total_connections_received")
+}
+
 /// Two replicas (two stores on one Redis) racing on one agent: within a
 /// process an agent's changes take turns, across processes the
 /// compare-and-set decides, and every rule still holds.

@@ -20,10 +20,17 @@ use crate::StoreError;
 /// command and per answer) were about a tenth of ingest's CPU. When a
 /// connection fails (Redis restarted, a command timed out) it is dropped and
 /// the thread's next operation opens a fresh one.
+///
+/// Opening is done by one operation at a time: the operations that find no
+/// connection (all of a thread's requests in flight, on the first burst or
+/// after Redis restarted) wait for the one being opened and share it,
+/// rather than each opening its own and dropping all but one.
 #[derive(Default)]
 pub(super) struct SharedConnection {
     /// At most one entry per thread (the workers of a process: a handful).
     current: std::sync::Mutex<Vec<(std::thread::ThreadId, RedisConnection)>>,
+    /// Held while a connection is being opened.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl SharedConnection {
@@ -35,12 +42,16 @@ impl SharedConnection {
 
     async fn get(&self, bus: &pulse_bus::RedisBus) -> Result<RedisConnection, StoreError> {
         let thread = std::thread::current().id();
-        if let Some((_, connection)) = self.current().iter().find(|(t, _)| *t == thread) {
-            return Ok(connection.clone());
+        if let Some(connection) = self.of(thread) {
+            return Ok(connection);
         }
         // Boxed: opening is rare, and its future would make every call's
         // future larger.
         Box::pin(self.open(bus, thread)).await
+    }
+
+    fn of(&self, thread: std::thread::ThreadId) -> Option<RedisConnection> {
+        self.current().iter().find(|(t, _)| *t == thread).map(|(_, connection)| connection.clone())
     }
 
     async fn open(
@@ -48,14 +59,13 @@ impl SharedConnection {
         bus: &pulse_bus::RedisBus,
         thread: std::thread::ThreadId,
     ) -> Result<RedisConnection, StoreError> {
-        let connection = bus.open_connection().await?;
-        let mut current = self.current();
-        // Another operation of this thread may have opened one meanwhile:
-        // keep that one.
-        if let Some((_, existing)) = current.iter().find(|(t, _)| *t == thread) {
-            return Ok(existing.clone());
+        let _opening = self.opening.lock().await;
+        // Opened by another operation of this thread while this one waited.
+        if let Some(connection) = self.of(thread) {
+            return Ok(connection);
         }
-        current.push((thread, connection.clone()));
+        let connection = bus.open_connection().await?;
+        self.current().push((thread, connection.clone()));
         Ok(connection)
     }
 
@@ -71,13 +81,6 @@ impl RedisStore {
         self.connection.get(&self.bus).await
     }
 
-    /// Awaits one request sent on the shared connection within the bus's
-    /// `redis.request_timeout` ([`deadline::within`], the one deadline of
-    /// every Redis call), so that a Redis that hangs is treated like one
-    /// that is down ([`StoreError::Unavailable`]). A script cut off this way
-    /// has either run completely or not at all: a caller that retries a
-    /// report gets the dedupe answer if it had run. A connection that
-    /// failed is replaced for the next call.
     /// Sends `cmd` on this thread's connection and awaits it with
     /// [`call`](Self::call)'s deadline. Several queries awaited together
     /// are pipelined on that one connection (separate commands, not a
@@ -87,6 +90,13 @@ impl RedisStore {
         self.call(cmd.query_async(&mut conn)).await
     }
 
+    /// Awaits one request sent on the shared connection within the bus's
+    /// `redis.request_timeout` ([`deadline::within`], the one deadline of
+    /// every Redis call), so that a Redis that hangs is treated like one
+    /// that is down ([`StoreError::Unavailable`]). A script cut off this way
+    /// has either run completely or not at all: a caller that retries a
+    /// report gets the dedupe answer if it had run. A connection that
+    /// failed is replaced for the next call.
     pub(super) async fn call<T>(&self, request: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
         deadline::within(self.bus.request_timeout(), request).await.map_err(|err| {
             if !err.connection_usable() {
