@@ -89,7 +89,7 @@ impl Application {
         let ops = pulse_runtime::configure_ops(health.clone(), metrics);
         let server = HttpServer::new(move || App::new().configure(ops.clone()))
             .listen(listener)?
-            .workers(1)
+            .workers(settings.http.workers.map_or(1, std::num::NonZeroUsize::get))
             // Shutdown is ours (the `Shutdown` token), not actix's.
             .disable_signals()
             .shutdown_timeout(HTTP_SHUTDOWN_SECS)

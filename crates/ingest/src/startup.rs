@@ -58,6 +58,7 @@ impl Application {
             // Shutdown is driven by `run_until_stopped`, which marks the
             // service draining first.
             .disable_signals()
+            .workers(settings.http.worker_threads())
             .listen(listener)?
             .run()
         };

@@ -75,6 +75,7 @@ impl Standalone {
             tracing::warn!(dir = %wanted.display(), "gateway.static_dir not found: serving the built-in dashboard");
         }
         let max_connections = gateway_settings.gateway.max_connections;
+        let workers = settings.http.worker_threads();
         let drain = Shutdown::new();
         let snapshots = Arc::new(StoreSnapshots(store.clone()));
         let gateway = Gateway::start(gateway_settings, bus.clone(), snapshots, health.clone(), drain.clone())?;
@@ -91,7 +92,13 @@ impl Standalone {
                     // Last: it answers every path.
                     .configure(crate::dashboard::configure(static_dir.clone()))
             };
-            pulse_websocket_gateway::serve(listener, gateway.clone(), app, max_connections.saturating_add(1024))?
+            pulse_websocket_gateway::serve(
+                listener,
+                gateway.clone(),
+                app,
+                max_connections.saturating_add(1024),
+                workers,
+            )?
         };
 
         let fleet = if settings.demo.enabled {

@@ -25,12 +25,14 @@ use crate::upgrade;
 /// left to the caller (drain first), a deep accept queue, and a closed
 /// connection's socket released at once. WebSocket sessions run on threads
 /// of their own, one per core, not on the HTTP workers (see
-/// `sessions`): a burst of fan-out never holds up an HTTP request.
+/// `sessions`): a burst of fan-out never holds up an HTTP request. `workers`
+/// HTTP workers and as many session threads (`http.workers`).
 pub fn serve<F, I, S, B>(
     listener: TcpListener,
     gateway: Gateway,
     factory: F,
     max_connections: usize,
+    workers: usize,
 ) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -44,10 +46,9 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
-    // As many as actix starts workers (one per core).
-    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    let sessions = SessionThreads::start(threads)?;
+    let sessions = SessionThreads::start(workers)?;
     let server = Server::build()
+        .workers(workers)
         .max_concurrent_connections(max_connections)
         .backlog(4096)
         // Shutdown is ours (drain first), not actix's.

@@ -51,6 +51,7 @@ impl Application {
         let shutdown = Shutdown::new();
         let static_dir = settings.gateway.static_dir.clone();
         let max_connections = settings.gateway.max_connections;
+        let workers = settings.http.worker_threads();
         let addr = format!("{}:{}", settings.http.host, settings.http.port);
         let listener =
             pulse_runtime::listen(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
@@ -64,7 +65,7 @@ impl Application {
                 .configure(configure(app_gateway.clone()))
                 .configure(configure_static(static_dir.as_deref()))
         };
-        let server = serve(listener, gateway.clone(), app, max_connections.saturating_add(1024))?;
+        let server = serve(listener, gateway.clone(), app, max_connections.saturating_add(1024), workers)?;
         tracing::info!(port, "gateway listening");
         Ok(Self { port, server, gateway, health, shutdown })
     }

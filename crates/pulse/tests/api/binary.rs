@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pulse_protocol::{Channel, ClientMessage, ControlMessage, ErrorCode};
-use pulse_testkit::WsClient;
+use pulse_testkit::{WsClient, wait_until};
 
 use crate::helpers::{DEADLINE, settings, spawn};
 
@@ -86,6 +86,35 @@ async fn connections_past_the_open_file_limit_are_refused_with_503() {
 
 /// Copied alone into an empty directory and run from there, the binary
 /// still serves the dashboard with the right content types.
+/// `http.workers` (here from the environment) sets how many HTTP workers
+/// and WebSocket session threads run, as their thread names show (3: not
+/// what the default gives on a machine of 2 or 4 cores).
+#[tokio::test]
+async fn http_workers_sets_the_worker_and_session_threads() {
+    let mut command = Command::new(PULSE);
+    command.args(["--port", "0", "--no-demo"]).env("PULSE__HTTP__WORKERS", "3");
+    let running = start_command(command);
+    let pid = running.child.id();
+    // Thread names as the kernel keeps them (15 bytes).
+    let count = |prefix: &str| thread_names(pid).iter().filter(|name| name.starts_with(prefix)).count();
+    // Workers start after the address is printed.
+    wait_until("three HTTP workers run", DEADLINE, || std::future::ready(count("actix-rt|system") >= 3)).await.unwrap();
+    let names = thread_names(pid);
+    assert_eq!((count("actix-rt|system"), count("pulse-ws-")), (3, 3), "threads: {names:?}");
+}
+
+/// The names of a process's threads (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn the_binary_serves_the_dashboard_copied_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,9 +18,22 @@ pub struct HttpSettings {
     /// `x-forwarded-for` (default) or `forwarded` (RFC 7239).
     #[serde(default)]
     pub forwarded_header: crate::ForwardedHeader,
+    /// HTTP worker threads (on the gateway and `pulse`, also the threads
+    /// WebSocket sessions run on). Absent: one per core, as `actix-web`
+    /// starts; the heartbeat checker, which serves only `/healthz`,
+    /// `/readyz` and `/metrics`, one. Fewer than cores suits a host the
+    /// service shares with Redis.
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
 }
 
 impl HttpSettings {
+    /// The worker threads to start: `workers`, or one per core
+    /// ([`std::thread::available_parallelism`]; 2 when it cannot tell).
+    pub fn worker_threads(&self) -> usize {
+        self.workers.or_else(|| std::thread::available_parallelism().ok()).map_or(2, std::num::NonZeroUsize::get)
+    }
+
     /// The pair `HttpServer::bind` takes.
     pub fn bind_addr(&self) -> (&str, u16) {
         (&self.host, self.port)
