@@ -10,48 +10,54 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-/// Completes when the process receives SIGINT (Ctrl-C) or SIGTERM (what
-/// Kubernetes and `docker stop` send).
+/// Installs handlers for SIGINT (Ctrl-C) and SIGTERM (what Kubernetes and
+/// `docker stop` send) now, and returns a future that completes when either
+/// arrives. Installed before the future is first polled, so a signal sent
+/// as soon as this returns is caught rather than killing the process.
+/// Must be called from within a Tokio runtime.
 ///
 /// If a signal handler cannot be installed (which does not happen on a normal
 /// Unix system), the failure is logged and only the other signal is awaited,
 /// rather than shutting down at once or never.
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
+        use tokio::signal::unix::{Signal, SignalKind, signal};
 
-        let mut terminate = match signal(SignalKind::terminate()) {
-            Ok(stream) => Some(stream),
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will stop the process");
-                None
-            }
-        };
-        let sigterm = async {
-            match terminate.as_mut() {
+        fn install(kind: SignalKind, name: &str) -> Option<Signal> {
+            signal(kind)
+                .inspect_err(|error| {
+                    tracing::error!(%error, "cannot listen for {name}; only the other signal will stop the process");
+                })
+                .ok()
+        }
+        async fn received(stream: &mut Option<Signal>) {
+            match stream {
                 Some(stream) => {
                     stream.recv().await;
                 }
                 None => std::future::pending::<()>().await,
             }
-        };
-        tokio::select! {
-            () = sigint() => tracing::info!("received SIGINT, shutting down"),
-            () = sigterm => tracing::info!("received SIGTERM, shutting down"),
+        }
+
+        let mut interrupt = install(SignalKind::interrupt(), "SIGINT");
+        let mut terminate = install(SignalKind::terminate(), "SIGTERM");
+        async move {
+            tokio::select! {
+                () = received(&mut interrupt) => tracing::info!("received SIGINT, shutting down"),
+                () = received(&mut terminate) => tracing::info!("received SIGTERM, shutting down"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        sigint().await;
-        tracing::info!("received Ctrl-C, shutting down");
-    }
-}
-
-async fn sigint() {
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::error!(%error, "cannot listen for SIGINT");
-        std::future::pending::<()>().await;
+        async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("received Ctrl-C, shutting down");
+        }
     }
 }
 
@@ -100,9 +106,12 @@ impl Shutdown {
     /// SIGINT or SIGTERM. Must be called from within a runtime.
     pub fn trigger_on_signal(&self) -> tokio::task::JoinHandle<()> {
         let token = self.clone();
+        // Installed here, not in the task: a signal sent as soon as this
+        // returns is caught.
+        let signal = shutdown_signal();
         tokio::spawn(async move {
             tokio::select! {
-                () = shutdown_signal() => token.trigger(),
+                () = signal => token.trigger(),
                 () = token.cancelled() => {}
             }
         })
@@ -154,7 +163,7 @@ mod tests {
         assert!(waited.is_err(), "cancelled() must wait for trigger()");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn select_loop_stops_on_trigger() {
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
@@ -207,9 +216,9 @@ mod tests {
             return;
         }
         let shutdown = Shutdown::new();
+        // The handlers are installed when this returns: a SIGTERM right
+        // after must trigger the token, not kill the process.
         let task = shutdown.trigger_on_signal();
-        // Let the task install its handlers before the signal is sent.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!shutdown.is_triggered());
         let status =
             std::process::Command::new("kill").args(["-TERM", &std::process::id().to_string()]).status().unwrap();
