@@ -34,10 +34,8 @@ impl RedisStore {
         let mut lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
             // What the plan depends on: what the lane knows, else a read.
-            let known = match lane.take() {
-                Some(known) if known.agent_id == *agent_id && fields.iter().all(|f| known.alerts.contains_key(f)) => {
-                    known
-                }
+            let known = match lane.take(agent_id) {
+                Some(known) if fields.iter().all(|f| known.alerts.contains_key(f)) => known,
                 // Boxed: the reads are the rare path, and their futures
                 // would otherwise make every report's future (moved into a
                 // box per call) several times larger.
@@ -75,7 +73,7 @@ impl RedisStore {
             match applied {
                 Applied::Duplicate => {
                     // Nothing was written: what the lane knew still holds.
-                    Known::keep(&mut lane, known);
+                    lane.keep(known);
                     return Ok(ReportOutcome { duplicate: true, state: None, events: Vec::new() });
                 }
                 // Another process changed the agent: read again.
@@ -90,7 +88,7 @@ impl RedisStore {
                     }
                     let known =
                         Known { agent_id: agent_id.clone(), state_json, state: Some(plan.state.clone()), alerts };
-                    Known::keep(&mut lane, known);
+                    lane.keep(known);
                     // Still on the agent's lane: its next change finds
                     // these events published.
                     let events = self.events(bucket, plan.publishes, applied).await?;
@@ -160,8 +158,8 @@ impl RedisStore {
         let bucket = self.buckets.of(agent_id);
         let mut lane = self.lanes.enter(agent_id).await;
         for _ in 0..self.settings.max_attempts {
-            let known = match lane.take() {
-                Some(known) if known.agent_id == *agent_id => known,
+            let known = match lane.take(agent_id) {
+                Some(known) => known,
                 _ => Box::pin(self.read_state(bucket, agent_id)).await?,
             };
             let plan = plan::plan_heartbeat(known.state.as_ref(), agent_id, ts, timestamp::now(), trace.clone())?;
@@ -185,7 +183,7 @@ impl RedisStore {
                 Applied::Conflict | Applied::Duplicate => continue,
                 applied => {
                     let known = Known { state_json, state: Some(plan.state.clone()), ..known };
-                    Known::keep(&mut lane, known);
+                    lane.keep(known);
                     let events = self.events(bucket, plan.publishes, applied).await?;
                     return Ok(HeartbeatOutcome { state: plan.state, events });
                 }
