@@ -96,7 +96,9 @@ pub struct FleetSummary {
     pub rejected: u64,
     /// Given up after every retry failed.
     pub failed: u64,
-    /// L3 failures started (each raises an alert, resolved on recovery).
+    /// L3 failures started and reported (each raises an alert, resolved on
+    /// recovery): counted once the report that starts one is answered, and
+    /// then always followed by its decision, even during shutdown.
     pub l3_failures: u64,
     /// Decisions posted and accepted (with a publisher key).
     pub decisions: u64,
@@ -246,23 +248,22 @@ impl Fleet {
             let was_failing = agent.failing_check().is_some();
             let report = agent.next_report(Utc::now());
             let new_failure = agent.failing_check().filter(|_| !was_failing);
-            if let Some(check) = new_failure {
-                tracing::debug!(agent_id = %agent.id(), check, "simulated L3 failure starts");
-                bump(&stats.l3_failures);
-            }
             bump(&stats.sent);
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
                 outcome = self.post(&report) => outcome,
             };
+            if let Some(check) = new_failure {
+                tracing::debug!(agent_id = %agent.id(), check, "simulated L3 failure starts");
+                bump(&stats.l3_failures);
+            }
             if let (Some(check), Some(key)) = (new_failure, &config.publisher_key) {
                 let decision =
                     crate::agent::decision_for(agent.id(), check, format!("{}-decision", report.report_id), Utc::now());
-                let posted = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    posted = self.post_json(&self.inner.decisions_url, key, &decision, &decision.decision_id) => posted,
-                };
-                match posted {
+                // Not cut short by shutdown: a failure once reported gets
+                // its decision (one request; its retries are bounded), so
+                // the counts agree whenever the fleet stops.
+                match self.post_json(&self.inner.decisions_url, key, &decision, &decision.decision_id).await {
                     PostOutcome::Accepted { .. } => bump(&stats.decisions),
                     other => tracing::warn!(agent_id = %agent.id(), outcome = ?other, "decision not accepted"),
                 }
