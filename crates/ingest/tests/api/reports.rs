@@ -171,3 +171,18 @@ async fn reports_and_requests_are_counted_in_metrics() {
     }
     assert!(metrics.lines().any(|l| l.starts_with("process_resident_memory_bytes ")), "{metrics}");
 }
+
+/// A metric is kept exactly as sent, to the last bit: 17 significant
+/// digits (what Python prints for 72.2 / 3) are parsed correctly rounded,
+/// not one unit in the last place off.
+#[tokio::test]
+async fn metrics_are_kept_to_the_last_bit() {
+    let app = spawn_app().await;
+    let used_pct = 24.066_666_666_666_666_f64;
+    let checks = json!([{"name": "disk:/", "level": "L2", "status": "ok", "metrics": {"used_pct": used_pct}}]);
+    let response = app.post_report(&report("web-1", "r-exact", checks)).await;
+    json_of(response, StatusCode::ACCEPTED).await;
+    let events = app.events("reports").await;
+    let sent: Report = events[0].payload().unwrap();
+    assert_eq!(sent.checks[0].metrics["used_pct"].to_bits(), used_pct.to_bits());
+}
