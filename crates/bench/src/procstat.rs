@@ -33,8 +33,6 @@ pub fn sample(pid: Option<u32>) -> anyhow::Result<ProcSample> {
     })
 }
 
-/// utime + stime (fields 14 and 15) in seconds. The command name (field 2)
-/// may contain spaces, so fields are counted after its closing parenthesis.
 /// The process id of the Redis server behind `conn` (`process_id` of
 /// `INFO server`), to sample its CPU; `None` when the server does not say.
 ///
@@ -50,6 +48,8 @@ pub fn info_field(info: &str, field: &str) -> Option<u64> {
     info.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
 }
 
+/// utime + stime (fields 14 and 15) in seconds. The command name (field 2)
+/// may contain spaces, so fields are counted after its closing parenthesis.
 pub fn parse_cpu_secs(stat: &str) -> anyhow::Result<f64> {
     let after = stat.rfind(')').map(|i| &stat[i + 1..]).ok_or_else(|| anyhow::anyhow!("bad stat"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();

@@ -24,9 +24,9 @@ use crate::upgrade;
 /// Like `actix_web::HttpServer`, with the settings a gateway needs: signals
 /// left to the caller (drain first), a deep accept queue, and a closed
 /// connection's socket released at once. WebSocket sessions run on threads
-/// of their own, one per core, not on the HTTP workers (see
-/// `sessions`): a burst of fan-out never holds up an HTTP request. `workers`
-/// HTTP workers and as many session threads (`http.workers`).
+/// of their own, not on the HTTP workers (see `sessions`): a burst of
+/// fan-out never holds up an HTTP request. `workers` HTTP workers and as
+/// many session threads (`http.workers`: one per core unless set).
 pub fn serve<F, I, S, B>(
     listener: TcpListener,
     gateway: Gateway,

@@ -84,8 +84,6 @@ async fn connections_past_the_open_file_limit_are_refused_with_503() {
     assert_eq!(health.get(format!("{}/healthz", running.url)).send().await.unwrap().status(), 200);
 }
 
-/// Copied alone into an empty directory and run from there, the binary
-/// still serves the dashboard with the right content types.
 /// `http.workers` (here from the environment) sets how many HTTP workers
 /// and WebSocket session threads run, as their thread names show (3: not
 /// what the default gives on a machine of 2 or 4 cores).
@@ -115,6 +113,8 @@ fn thread_names(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Copied alone into an empty directory and run from there, the binary
+/// still serves the dashboard with the right content types.
 #[tokio::test]
 async fn the_binary_serves_the_dashboard_copied_alone() {
     let dir = tempfile::tempdir().unwrap();
